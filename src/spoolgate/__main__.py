@@ -1,0 +1,5 @@
+"""Run the command line tool as ``python -m spoolgate``."""
+
+from spoolgate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""The ``spoolgate`` command: parse arguments, run one subcommand, exit.
+
+Each subcommand lives in ``spoolgate.commands.<name>`` and provides
+``register(subparsers)``, which adds its parser and sets ``run`` as the
+default ``func``. This module owns the mapping from errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from spoolgate import __version__
+from spoolgate.commands import COMMANDS
+from spoolgate.errors import ConfigError, SpoolgateError, TemporaryError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL from sysexits.h: try again later.
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0   success
+  1   the operation failed (for example `index check` found a difference)
+  2   usage or configuration error
+  75  temporary failure, try again (lock busy, peer unreachable)
+"""
+
+log = logging.getLogger("spoolgate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="spoolgate",
+        description="A caching mbox POP3 server and an encrypting NFS bastion.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more: once for INFO, twice for DEBUG (default: WARNING)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def exit_code_for(exc: SpoolgateError) -> int:
+    """Return the exit code for an error, by the branch of the error tree."""
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
+    if isinstance(exc, TemporaryError):
+        return EXIT_TEMPFAIL
+    return EXIT_FAILED
+
+
+def setup_logging(verbosity: int) -> None:
+    """Send logs to stderr at a level chosen by the number of ``-v`` flags."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line tool and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        code: int = args.func(args)
+    except SpoolgateError as exc:
+        print(f"spoolgate {args.command}: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,14 @@
+"""Subcommands of the ``spoolgate`` tool, one module each.
+
+Each module provides ``register(subparsers)``; ``COMMANDS`` lists them in
+the order ``--help`` shows them. Add a new subcommand with one line here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+COMMANDS: list[Register] = []

@@ -1,0 +1,62 @@
+"""The exception tree of spoolgate.
+
+Callers catch by meaning; ``cli.py`` maps each branch to one exit code:
+2 for configuration and usage errors, 75 for temporary failures worth a
+retry (a busy lock, an unreachable peer), 1 for everything else.
+"""
+
+
+class SpoolgateError(Exception):
+    """Base class of every error spoolgate raises on purpose."""
+
+
+class ConfigError(SpoolgateError):
+    """A configuration file or command line value is invalid."""
+
+
+class TemporaryError(SpoolgateError):
+    """A failure that may go away if the operation is tried again later."""
+
+
+class MboxError(SpoolgateError):
+    """An mbox file could not be read, indexed or changed."""
+
+
+class NotAnMboxError(MboxError):
+    """The file does not start with a From_ line, so it is not an mbox."""
+
+
+class MboxChangedError(MboxError):
+    """The mbox changed under us: a recorded offset no longer starts a message."""
+
+
+class IndexFormatError(MboxError):
+    """An index cache file is truncated, corrupt or of an unknown version."""
+
+
+class LockTimeoutError(MboxError, TemporaryError):
+    """A mailbox lock could not be taken within the configured wait."""
+
+
+class POP3ProtocolError(SpoolgateError):
+    """A POP3 peer broke the protocol."""
+
+
+class AuthError(SpoolgateError):
+    """A login proof was rejected or an authentication backend failed."""
+
+
+class XDRError(SpoolgateError):
+    """Bytes could not be decoded as XDR, or a value cannot be encoded."""
+
+
+class RPCError(SpoolgateError):
+    """An ONC RPC record or message is malformed."""
+
+
+class TunnelError(SpoolgateError):
+    """The tunnel transport, a tun device or a firewall rule failed."""
+
+
+class TunnelUnreachableError(TunnelError, TemporaryError):
+    """The tunnel peer could not be reached."""
