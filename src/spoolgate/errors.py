@@ -34,6 +34,10 @@ class IndexFormatError(MboxError):
     """An index cache file is truncated, corrupt or of an unknown version."""
 
 
+class LockError(MboxError):
+    """A mailbox lock cannot be taken at all, for example for lack of permission."""
+
+
 class LockTimeoutError(MboxError, TemporaryError):
     """A mailbox lock could not be taken within the configured wait."""
 
