@@ -46,8 +46,24 @@ class POP3ProtocolError(SpoolgateError):
     """A POP3 peer broke the protocol."""
 
 
+class POP3StateError(POP3ProtocolError):
+    """The POP3 state machine was driven out of order by its caller (a bug)."""
+
+
 class AuthError(SpoolgateError):
     """A login proof was rejected or an authentication backend failed."""
+
+
+class LoginFailedError(AuthError):
+    """The user name or password is wrong; which one is never said."""
+
+
+class AuthBackendError(AuthError, TemporaryError):
+    """An authentication backend could not give an answer (PAM or file failure)."""
+
+
+class PasswdFormatError(AuthError):
+    """A passwd file line is malformed or names an unsupported hash scheme."""
 
 
 class XDRError(SpoolgateError):
