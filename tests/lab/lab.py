@@ -27,7 +27,15 @@ ROLES = ("client", "bastion", "falcon")
 
 # Programs the lab runs. The script can apt-get them, but tests never install
 # packages: they skip instead (scripts/install-test-deps.sh installs them).
-REQUIRED_PROGRAMS = ("ip", "ganesha.nfsd", "rpcbind", "rpcinfo", "nfs-cp", "nfs-ls")
+REQUIRED_PROGRAMS = (
+    "ip",
+    "nft",
+    "ganesha.nfsd",
+    "rpcbind",
+    "rpcinfo",
+    "nfs-cp",
+    "nfs-ls",
+)
 
 # Labs from random_config use nets 10.210.1-100.0/24. Addresses in
 # 10.210.128.0/17 are left for tunnel interfaces: they are inside the lab's

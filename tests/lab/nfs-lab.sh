@@ -18,7 +18,10 @@
 #   LAB_SUPERNET=<NET1 a.b>.0.0/16  routed via the bastion from both ends
 #   LAB_CLIENTS=$LAB_SUPERNET   who the export lets in (ganesha CLIENT block)
 #   LAB_MNT_PORT=20048      MOUNT (100005) port on falcon
-#   LAB_FORWARD=1           bastion IPv4 forwarding (0: your bastion software must relay)
+#   LAB_FORWARD=1           bastion IPv4 forwarding (0: your bastion software must relay;
+#                           an nftables rule then also drops forwarded packets that
+#                           arrive from the client link, so the direct path stays
+#                           closed even when that software turns ip_forward on)
 #   LAB_KEEP_STATE=0        1: 'down' keeps $LAB_STATE (logs, export contents)
 #   LAB_INSTALL=1           0: 'up' fails on a missing package instead of running apt-get
 set -euo pipefail
@@ -50,7 +53,7 @@ BASTION_F_IP=$NET2.1
 FALCON_IP=$NET2.2
 LOCK_FILE=/tmp/.spoolgate-lab-$PREFIX.lock
 
-PKGS=(nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils iproute2 procps util-linux)
+PKGS=(nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils iproute2 nftables procps util-linux)
 
 log() { printf '[nfs-lab] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -145,6 +148,26 @@ setup_net() {
     ip -n "$NS_C" route replace "$SUPERNET" via "$BASTION_C_IP" dev veth-bastion
     ip -n "$NS_F" route replace "$SUPERNET" via "$BASTION_F_IP" dev veth-bastion
     ip netns exec "$NS_B" sysctl -qw net.ipv4.ip_forward="$FORWARD"
+    if [[ $FORWARD == 0 ]]; then
+        block_client_forwarding
+    fi
+}
+
+# With LAB_FORWARD=0 the only way from client to falcon is a program in the
+# bastion: a relay, or a tunnel whose packets arrive on its own tun device.
+# Tunnel software usually sets ip_forward=1, which would reopen the direct
+# route, so packets forwarded from the client link are dropped as well.
+block_client_forwarding() {
+    ip netns exec "$NS_B" nft -f - <<'NFT'
+table inet nfs_lab
+delete table inet nfs_lab
+table inet nfs_lab {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        iifname "veth-client" counter drop
+    }
+}
+NFT
 }
 
 # --- falcon (rpcbind + ganesha) -------------------------------------------------

@@ -89,6 +89,13 @@ def test_noforward_direct_path_blocked(make_lab: MakeLab) -> None:
     assert not connect_from(lab, "client", falcon, 111)
 
 
+def test_noforward_direct_path_blocked_with_ip_forward(make_lab: MakeLab) -> None:
+    # A tunnel bastion turns ip_forward on; the direct path must stay closed.
+    lab = make_lab(forward=False)
+    lab.run("bastion", ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    assert not connect_from(lab, "client", lab.config.falcon_ip, 2049)
+
+
 def test_noforward_relay_carries_nfs(make_lab: MakeLab, tmp_path: Path) -> None:
     lab = make_lab(forward=False)
     ready = tmp_path / "relay.ready"
