@@ -80,3 +80,15 @@ class TunnelError(SpoolgateError):
 
 class TunnelUnreachableError(TunnelError, TemporaryError):
     """The tunnel peer could not be reached."""
+
+
+class FrameError(TunnelError):
+    """The peer sent a tunnel frame stream that cannot be decoded."""
+
+
+class PacketError(TunnelError):
+    """A tunnel packet is not a well-formed IPv4 or IPv6 packet."""
+
+
+class PinError(TunnelError):
+    """A tunnel peer's certificate does not match a pinned fingerprint."""
