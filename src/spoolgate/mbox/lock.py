@@ -3,10 +3,10 @@
 Theory of operation
 -------------------
 A lock set is an ordered tuple of methods, by default ``dotlock`` then
-``fcntl``. That is the order Debian's procmail 3.22 uses for every
-delivery (``procmail -v`` prints "Locking strategies: dotlocking, fcntl()";
-strace shows link() of ``MBOX.lock`` before ``fcntl(F_SETLKW)``) and the
-default ``mbox_write_locks`` of Dovecot 2.3. Each method is tried without
+``fcntl``. procmail (Debian 12 package 3.22-27) uses that order for every
+delivery: ``procmail -v`` prints "Locking strategies: dotlocking, fcntl()",
+and strace shows link() of ``MBOX.lock`` before ``fcntl(F_SETLKW)``. It is
+also the default ``mbox_write_locks`` of Dovecot 2.3. Each method is tried without
 blocking. When one is busy, every method already taken is released in
 reverse order and the whole set is tried again after a short backoff, until
 ``timeout_s`` has passed. Because we never wait while holding part of the
