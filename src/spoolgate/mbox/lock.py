@@ -31,9 +31,9 @@ The methods, keyed by name in ``LOCK_METHODS``:
   process closes some other descriptor of the same file. A classic lock
   would be released silently by any close() of the mbox anywhere in the
   process, for example by a scanner that opens the file by path.
-* ``flock``: a BSD flock(2) lock, exclusive. On Linux NFS it is emulated
-  with an fcntl lock on the whole file, so listing both on NFS makes the
-  second one wait for the first forever; use one of them there.
+* ``flock``: a BSD flock(2) lock, exclusive. Since Linux 2.6.12 an NFS
+  client emulates it with a whole-file fcntl lock (flock(2)), so on NFS it
+  adds nothing to ``fcntl`` and interacts with it; list only one there.
 
 The mbox file descriptor a lock opens (read-write) is the one callers read
 and write through while they hold the lock.
