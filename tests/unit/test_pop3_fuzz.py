@@ -209,7 +209,7 @@ def test_fuzz_plain_decoder_raises_only_sasl_error(data: bytes) -> None:
 
 
 NAME = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+    st.characters(exclude_categories=["Cs"], exclude_characters="\0"),
     min_size=1,
     max_size=40,
 )
