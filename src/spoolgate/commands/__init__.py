@@ -9,6 +9,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from spoolgate.commands import bastion, keygen, tunnel
+
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-COMMANDS: list[Register] = []
+COMMANDS: list[Register] = [
+    keygen.register,
+    tunnel.register,
+    bastion.register,
+]
