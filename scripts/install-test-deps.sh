@@ -7,7 +7,7 @@ set -euo pipefail
 
 PKGS=(
     procmail fetchmail mpop getmail6 curl
-    nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils
+    nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils openvpn openssl
     iproute2 nftables procps util-linux libpam-modules passwd
 )
 
