@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import stat
 import statistics
 import time
@@ -25,6 +27,7 @@ from spoolgate.auth import (
     verify_password,
 )
 from spoolgate.auth.hashes import make_dummy
+from spoolgate.cli import main
 from spoolgate.errors import AuthBackendError, LoginFailedError, PasswdFormatError
 
 # The SHA-crypt specification's own test vector (Drepper, "Unix crypt using
@@ -297,3 +300,30 @@ def test_set_password_refuses_broken_file(tmp_path: Path) -> None:
 def test_sha512_unusable_password_fails(password: str) -> None:
     stored = parse_stored_hash("{SHA512-CRYPT}" + SHA512_VECTOR)
     assert not verify_password(stored, password)
+
+
+# The command.
+
+
+def test_passwd_command_stdin_adds_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "passwd"
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+    assert main(["passwd", "ann", "--file", str(path), "--stdin", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "user": "ann",
+        "file": str(path),
+        "added": True,
+    }
+    entry = parse_passwd(path.read_text(), "p")["ann"]
+    assert verify_password(entry.stored, "s3cret")
+
+
+def test_passwd_command_empty_password_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "passwd"
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["passwd", "ann", "--file", str(path), "--stdin"]) == 2
+    assert not path.exists()
