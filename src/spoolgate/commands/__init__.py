@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from spoolgate.commands import bastion, keygen, tunnel
+from spoolgate.commands import bastion, keygen, passwd, tunnel
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -17,4 +17,5 @@ COMMANDS: list[Register] = [
     keygen.register,
     tunnel.register,
     bastion.register,
+    passwd.register,
 ]
