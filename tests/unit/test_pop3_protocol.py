@@ -130,6 +130,16 @@ def test_login_opens_maildrop_then_transaction() -> None:
     assert session.user == "ann"
 
 
+def test_auth_succeeded_uses_backend_user_name() -> None:
+    session = new_session()
+    feed(session, b"USER Ann\r\nPASS secret\r\n")
+    session.auth_succeeded("ann")
+    events, _ = drain(session)
+    assert events == [OpenMaildrop("ann")]
+    session.maildrop_opened(FakeMaildrop())
+    assert session.user == "ann"
+
+
 def test_auth_failed_replies_auth_code() -> None:
     session = new_session()
     feed(session, b"USER ann\r\nPASS wrong\r\n")

@@ -422,12 +422,18 @@ class POP3Session:
         self._tls_active = True
         self._state = State.AUTHORIZATION
 
-    def auth_succeeded(self) -> None:
-        """Accept the login of the last AuthRequest; emits OpenMaildrop."""
+    def auth_succeeded(self, user: str | None = None) -> None:
+        """Accept the login of the last AuthRequest; emits OpenMaildrop.
+
+        ``user`` is the name the backend returned, when it differs from
+        the one the client typed (a PAM module may map names); by default
+        the typed name is used.
+        """
         self._expect(State.AWAIT_AUTH, "auth_succeeded")
-        user = self._pending_user
-        assert user is not None, "AWAIT_AUTH always has a pending user"
-        self._events.append(OpenMaildrop(user))
+        if user is not None:
+            self._pending_user = user
+        assert self._pending_user is not None, "AWAIT_AUTH has a pending user"
+        self._events.append(OpenMaildrop(self._pending_user))
         self._state = State.AWAIT_MAILDROP
 
     def auth_failed(self, reason: AuthFailure = AuthFailure.CREDENTIALS) -> None:
