@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 RPC_VERSION = 2
-# RFC 5531 section 8.2: opaque_auth bodies are at most 400 bytes.
+# RFC 5531: opaque_auth bodies are at most 400 bytes.
 MAX_AUTH_BYTES = 400
 # RFC 5531 appendix A: machinename<255>, gids<16>.
 MAX_MACHINE_NAME = 255
@@ -83,7 +83,7 @@ class RejectStat(enum.IntEnum):
 
 
 class AuthStat(enum.IntEnum):
-    """auth_stat from RFC 5531 section 9, plus the RPCSEC_GSS values of RFC 2203."""
+    """auth_stat values of RFC 5531, including the RPCSEC_GSS ones of RFC 2203."""
 
     AUTH_OK = 0
     AUTH_BADCRED = 1
@@ -201,8 +201,8 @@ def _read_auth(dec: Decoder) -> OpaqueAuth:
 def parse_call(payload: bytes) -> Call:
     """Parse an RPC call header; raise RPCError if ``payload`` is not one.
 
-    ``rpcvers`` is returned as sent, so the caller can answer anything other
-    than 2 with RPC_MISMATCH (RFC 5531 section 9).
+    ``rpcvers`` is returned as sent, so the caller can reply RPC_MISMATCH
+    to anything other than 2 (see :func:`build_rpc_mismatch`).
     """
     try:
         dec = Decoder(payload)

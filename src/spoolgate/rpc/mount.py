@@ -1,10 +1,11 @@
 """MOUNT protocol version 3 (RFC 1813 appendix I), program 100005.
 
-Covers what an export policy needs: the directory path in MNT and UMNT
-calls, the file handle and auth flavours in a MNT reply, the EXPORT and DUMP
-lists, an MNT3ERR_ACCES reply for a refused MNT, and an EXPORT reply cut
-down to the exports a client may see. Paths stay bytes: the protocol does
-not fix a character set. Malformed arguments or results raise XDRError.
+Covers what an export policy needs. It reads the directory path in MNT
+and UMNT calls, the file handle and auth flavours in a MNT reply, and the
+EXPORT and DUMP lists. It builds an MNT3ERR_ACCES reply for a rejected MNT
+and an EXPORT reply cut down to the exports a client may see. Paths stay
+bytes because the protocol does not fix a character set. Malformed
+arguments or results raise XDRError.
 """
 
 from __future__ import annotations

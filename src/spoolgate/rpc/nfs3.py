@@ -148,8 +148,8 @@ def _read_call(proc: Nfs3Proc, dec: Decoder) -> Nfs3Call:
 def parse_call_args(proc: int, args: bytes) -> Nfs3Call:
     """Read the handles and names at the start of an NFSv3 call's arguments.
 
-    Only the leading fields are decoded; the rest of the arguments (data of
-    a WRITE, attributes of a SETATTR) is not checked, since the server does.
+    Only the leading fields are decoded. The server checks the rest of the
+    arguments (the data of a WRITE, the attributes of a SETATTR).
     """
     nfs_proc = _proc(proc)
     try:

@@ -3,9 +3,9 @@
 A COMPOUND is a list of operations that share a "current filehandle" and a
 "saved filehandle". An export policy must know which objects a COMPOUND
 reaches, so :func:`parse_compound_call` walks the operations and follows
-the current filehandle as a :class:`Position`: a starting point (the
-pseudo-root from PUTROOTFS, the public handle from PUTPUBFH, or a handle
-from PUTFH) plus the names looked up from it.
+the current filehandle as a :class:`Position`. A position is a starting
+point plus the names looked up from it. The starting point is the
+pseudo-root (PUTROOTFS), the public handle (PUTPUBFH) or a handle (PUTFH).
 
 What is followed:
 
@@ -16,7 +16,7 @@ What is followed:
   and CREATE move to the named child, as the server does on success.
 * SAVEFH and RESTOREFH copy between the current and saved position.
 * SECINFO reaches the named child; SECINFO and SECINFO_NO_NAME consume the
-  current filehandle (RFC 8881 section 2.6.3.1.1.8).
+  current filehandle (RFC 8881).
 * RENAME reaches the old name under the saved position and the new name
   under the current one; LINK reaches the new name under the current one.
 * GETFH records the position whose handle the reply returns, so a proxy
@@ -146,7 +146,7 @@ class Nfs4Op(enum.IntEnum):
 
 
 class Base(enum.Enum):
-    """Where a position starts."""
+    """Starting point of a position."""
 
     ROOTFS = "rootfs"
     PUBLIC = "public"
@@ -822,9 +822,9 @@ def _read_result(
 def parse_compound_reply(results: bytes) -> CompoundReply:
     """Read a COMPOUND reply's per-op statuses and the handles GETFH returned.
 
-    Reading stops at the first failed operation (the server stops there
-    too) and at the first operation whose result is not decoded here;
-    ``complete`` is False in the second case.
+    Reading stops at the first failed operation, where the server stops
+    too. It also stops at the first operation whose result this module
+    does not decode, and then ``complete`` is False.
     """
     dec = Decoder(results)
     results_read: list[tuple[int, int]] = []
@@ -866,9 +866,9 @@ def encode_compound_error(tag: bytes, opcode: int, status: int) -> bytes:
 def build_compound_error_reply(
     call: Call, compound: Compound, status: int = NFS4ERR_ACCESS
 ) -> bytes:
-    """Encode a whole RPC reply refusing ``compound`` at its first operation.
+    """Encode a whole RPC reply rejecting ``compound`` at its first operation.
 
-    A COMPOUND with no operations is answered with an empty result list.
+    A COMPOUND with no operations gets an empty result list.
     """
     if not compound.ops:
         enc = Encoder()

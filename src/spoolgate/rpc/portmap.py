@@ -1,11 +1,11 @@
-"""Portmapper version 2 (RFC 1833 section 3) and rpcbind versions 3 and 4
-(RFC 1833 section 2), program 100000.
+"""Portmapper version 2 and rpcbind versions 3 and 4 (RFC 1833), program 100000.
 
 Enough to read which program a client looks up (GETPORT, GETADDR,
-GETVERSADDR), the answer, and the DUMP lists. CALLIT (v2, v3), BCAST and
-INDIRECT (v4) make the portmapper call another program on the client's
-behalf, which would carry a call past a proxy's policy unseen;
-:func:`is_indirect` names them so a policy can refuse them.
+GETVERSADDR), the port or address in the reply, and the DUMP lists.
+CALLIT (v2, v3), BCAST and INDIRECT (v4) make the portmapper call another
+program on the client's behalf, which would carry a call past a proxy's
+policy unseen. :func:`is_indirect` identifies them so a policy can reject
+them.
 Malformed arguments or results raise XDRError.
 """
 

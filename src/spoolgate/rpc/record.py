@@ -1,4 +1,4 @@
-"""ONC RPC record marking over TCP (RFC 5531 section 11).
+"""ONC RPC record marking over TCP (RFC 5531, "Record Marking Standard").
 
 A record is a sequence of fragments. Each fragment starts with a 4-byte
 big-endian header: the top bit marks the last fragment of the record and the

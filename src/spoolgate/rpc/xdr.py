@@ -5,10 +5,9 @@ can never make the decoder allocate or loop past what the caller allows.
 Reads past the end of the buffer raise :class:`XDRError`, never
 ``IndexError`` or ``struct.error``.
 
-Padding bytes are skipped without checking that they are zero (RFC 4506
-section 3 says the sender writes zeros; the Linux and libtirpc decoders do
-not check either), so a proxy that forwards the original bytes stays
-transparent.
+RFC 4506 requires senders to pad opaque data with zero bytes. This decoder
+skips the padding without checking it, so it accepts what a lenient server
+accepts and a proxy that forwards the original bytes stays transparent.
 """
 
 from __future__ import annotations
