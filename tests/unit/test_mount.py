@@ -24,7 +24,7 @@ from spoolgate.rpc.mount import (
     parse_export_reply,
     parse_mnt_reply,
 )
-from spoolgate.rpc.record import RecordReader
+from spoolgate.rpc.record import RecordReader, encode_record
 
 VECTORS = json.loads(
     (Path(__file__).parent.parent / "vectors" / "rpc" / "mount.json").read_text()
@@ -173,3 +173,20 @@ def test_any_bytes_parse_or_xdr_error(data: bytes) -> None:
             parse(data)
         except XDRError:
             pass
+
+
+def test_rejected_mnt_flows_from_stream_to_reply_record() -> None:
+    (record,) = [r for r in VECTORS if r["name"] == "libnfs MNT /export/sub call"]
+    wire = bytes.fromhex(record["record_hex"])
+    proxy_reader = RecordReader()
+    records = [r for byte in wire for r in proxy_reader.feed(bytes([byte]))]
+    assert len(records) == 1
+    call = parse_call(records[0].payload)
+    assert parse_dirpath(records[0].payload[call.args_offset :]) == b"/export/sub"
+    reply_wire = encode_record(build_mnt_error_reply(call))
+    (reply_record,) = RecordReader().feed(reply_wire)
+    reply = parse_reply(reply_record.payload)
+    assert isinstance(reply, AcceptedReply)
+    assert reply.xid == call.xid
+    results = reply_record.payload[reply.results_offset :]
+    assert parse_mnt_reply(results).status is MountStat.MNT3ERR_ACCES

@@ -183,3 +183,37 @@ def test_any_bytes_parse_or_xdr_error(proc: int, data: bytes) -> None:
             parse(proc, data)
         except (XDRError, RPCError):
             pass
+
+
+def encode_readdirplus_ok(entries: list[tuple[bytes, bytes | None]]) -> bytes:
+    enc = Encoder()
+    enc.uint32(Nfs3Stat.NFS3_OK)
+    enc.bool(True)  # dir_attributes present
+    enc.fixed_opaque(b"\0" * 84)
+    enc.fixed_opaque(b"verifier")
+    for fileid, (name, handle) in enumerate(entries):
+        enc.bool(True)
+        enc.uint64(fileid)
+        enc.string(name)
+        enc.uint64(fileid + 1)
+        enc.bool(False)  # name_attributes absent
+        enc.bool(handle is not None)
+        if handle is not None:
+            enc.opaque(handle)
+    enc.bool(False)
+    enc.bool(True)  # eof
+    return enc.getvalue()
+
+
+@given(
+    st.lists(
+        st.tuples(st.binary(max_size=20), st.one_of(st.none(), st.binary(max_size=64))),
+        max_size=8,
+    )
+)
+def test_readdirplus_issued_handles_roundtrip(
+    entries: list[tuple[bytes, bytes | None]],
+) -> None:
+    results = encode_readdirplus_ok(entries)
+    expected = tuple(handle for _, handle in entries if handle is not None)
+    assert issued_handles(Nfs3Proc.READDIRPLUS, results) == expected
