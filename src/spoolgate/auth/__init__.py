@@ -1,10 +1,10 @@
 """Authentication backends behind one interface, ``Authenticator``.
 
 ``PasswdAuthenticator`` reads a Dovecot-compatible passwd file with
-ARGON2ID, BLF-CRYPT or SHA512-CRYPT hashes; ``PAMAuthenticator`` asks a
-PAM service. Both raise LoginFailedError with one message for an unknown
-user and a wrong password, and never put the password in an error,
-``repr`` or log line.
+ARGON2ID, BLF-CRYPT or SHA512-CRYPT hashes; ``PAMAuthenticator`` checks
+passwords through a PAM service. Both raise LoginFailedError with one
+message for an unknown user and a wrong password, and never put the
+password in an error, ``repr`` or log line.
 """
 
 from spoolgate.auth.credential import Authenticator, Credential

@@ -27,7 +27,7 @@ class Authenticator(Protocol):
         """Return the user name to log in as, or raise.
 
         Raises LoginFailedError for a wrong user or password, with the same
-        message either way, and AuthBackendError when no answer could be
-        reached. Neither message contains the password.
+        message either way, and AuthBackendError when the backend failed
+        to return a result. Neither message contains the password.
         """
         ...

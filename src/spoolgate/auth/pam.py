@@ -2,8 +2,8 @@
 
 The service name picks the stack in ``/etc/pam.d/``. Each call opens its
 own PAM handle, so calls from several threads do not share state. PAM
-modules may sleep after a failure (pam_unix waits about 2 s unless the
-service file says ``nodelay``), which adds to the server's own delay.
+modules may sleep after a failure (pam_unix waits about 2 s unless its line has the
+``nodelay`` option), which adds to the server's own delay.
 """
 
 from __future__ import annotations

@@ -95,8 +95,8 @@ class PasswdAuthenticator:
     """Check logins against a passwd file; safe to call from several threads.
 
     A user not in the file is checked against a dummy hash with the scheme
-    and cost of the first entry, so the reply takes as long as for a real
-    user with that kind of hash.
+    and cost of the first entry, so the reply takes about as long as for a
+    real user with that kind of hash.
     """
 
     def __init__(self, path: Path) -> None:

@@ -29,18 +29,18 @@ __all__ = [
 
 
 class Pending(enum.Enum):
-    """What ``next_event`` returns when it has no event."""
+    """Reason ``next_event`` returned no event."""
 
     NEED_DATA = "need data"
     """Feed more octets with ``receive_data``."""
     PAUSED = "paused"
-    """Answer the last AuthRequest, OpenMaildrop, StartTLS or Expunge first."""
+    """Resolve the last AuthRequest, OpenMaildrop, StartTLS or Expunge first."""
     CLOSED = "closed"
     """The session ended; close the connection."""
 
 
 class AuthFailure(enum.Enum):
-    """Why a login failed, which picks the RFC 2449/3206 response code."""
+    """Cause of a failed login; it selects the RFC 2449/3206 response code."""
 
     CREDENTIALS = "AUTH"
     """Wrong user name or password; counts towards the failure limit."""
@@ -51,10 +51,10 @@ class AuthFailure(enum.Enum):
 
 
 class MaildropFailure(enum.Enum):
-    """Why a maildrop could not be opened after a successful login."""
+    """Cause of a failed maildrop open after a successful login."""
 
     IN_USE = "IN-USE"
-    """Another session holds the maildrop (RFC 2449 section 8.1.1)."""
+    """Another session has the maildrop open (RFC 2449 section 8.1.1)."""
     TEMPORARY = "SYS/TEMP"
     """A lock timed out or a read failed; trying later may work."""
     PERMANENT = "SYS/PERM"
@@ -62,7 +62,7 @@ class MaildropFailure(enum.Enum):
 
 
 class CloseReason(enum.Enum):
-    """Why the session ended."""
+    """Cause of the end of a session."""
 
     QUIT = "quit"
     EOF = "eof"
@@ -92,7 +92,7 @@ class AuthRequest:
 
 @dataclass(frozen=True, slots=True)
 class OpenMaildrop:
-    """Lock and read the user's maildrop, then answer with its snapshot."""
+    """Lock and read the user's maildrop, then pass its snapshot back."""
 
     user: str
 

@@ -52,12 +52,12 @@ __all__ = ["POP3Session", "ProtocolConfig", "State"]
 COMMAND_LINE_OCTETS = 255
 # RFC 1939 section 7: a unique-id is 1 to 70 characters in 0x21-0x7E.
 UIDL_MAX_CHARS = 70
-# A user name longer than this is rejected before any backend sees it.
+# A longer user name is rejected before it reaches a backend.
 USER_MAX_OCTETS = 255
 
 
 class State(enum.Enum):
-    """Where the session stands; see the module docstring for transitions."""
+    """Session state; the module docstring shows the transitions."""
 
     AUTHORIZATION = "authorization"
     SASL_RESPONSE = "sasl response"

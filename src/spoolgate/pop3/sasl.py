@@ -29,7 +29,7 @@ class PlainResponse:
 def decode_plain(line: bytes) -> PlainResponse:
     """Decode a base64 PLAIN response; ``=`` is the empty response.
 
-    Raises SASLError without quoting the input, which holds a password.
+    Raises SASLError without quoting the input, which contains a password.
     """
     raw = _decode_base64(line)
     parts = raw.split(b"\0")
