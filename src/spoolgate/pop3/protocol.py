@@ -144,6 +144,7 @@ class POP3Session:
         self._maildrop: Maildrop | None = None
         self._count = 0
         self._sizes: list[int] = []
+        self._total_octets = 0
         self._deleted: set[int] = set()
         self._reply(b"+OK spoolgate POP3 server ready")
 
@@ -468,9 +469,10 @@ class POP3Session:
         if count < 0 or any(size < 0 for size in sizes):
             raise POP3StateError("maildrop reported a negative message count or size")
         self._maildrop, self._count, self._sizes = maildrop, count, sizes
+        self._total_octets = sum(sizes)
         self._user, self._pending_user = self._pending_user, None
         self._state = State.TRANSACTION
-        self._ok(f"maildrop has {count} messages ({sum(sizes)} octets)")
+        self._ok(f"maildrop has {count} messages ({self._total_octets} octets)")
 
     def maildrop_failed(self, reason: MaildropFailure) -> None:
         """Report that the maildrop could not be opened; back to AUTHORIZATION."""
@@ -516,7 +518,8 @@ class POP3Session:
         self._ok(f"{count} {octets}")
 
     def _totals(self) -> tuple[int, int]:
-        octets = sum(self._sizes) - sum(self._sizes[n - 1] for n in self._deleted)
+        deleted_octets = sum(self._sizes[n - 1] for n in self._deleted)
+        octets = self._total_octets - deleted_octets
         return self._count - len(self._deleted), octets
 
     def _undeleted(self) -> list[int]:
