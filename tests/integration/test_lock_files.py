@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -135,6 +136,29 @@ def test_lock_stale_dotlock_is_broken(
         assert os.stat(dotlock).st_mtime > past + 200
     assert not dotlock.exists()
     assert "stale dotlock removed" in caplog.text
+
+
+def test_lock_dotlock_of_dead_local_process_is_broken(mbox: Path) -> None:
+    dotlock = Path(f"{mbox}.lock")
+    # 999999999 is above Linux's maximum pid (4194304), so no process has it.
+    dotlock.write_bytes(f"999999999 {socket.gethostname()}\n".encode())
+    with lock_mbox(mbox, FAST):
+        assert dotlock.read_bytes().split()[0] == str(os.getpid()).encode()
+
+
+def test_lock_dotlock_of_other_host_waits(mbox: Path) -> None:
+    dotlock = Path(f"{mbox}.lock")
+    dotlock.write_bytes(b"999999999 other-host.example\n")
+    with pytest.raises(LockTimeoutError):
+        acquire(mbox, FAST)
+    assert dotlock.exists()
+
+
+def test_lock_dotlock_of_live_process_waits(mbox: Path) -> None:
+    dotlock = Path(f"{mbox}.lock")
+    dotlock.write_bytes(f"{os.getpid()} {socket.gethostname()}\n".encode())
+    with pytest.raises(LockTimeoutError):
+        acquire(mbox, FAST)
 
 
 def test_lock_stale_age_is_configurable(mbox: Path) -> None:

@@ -22,7 +22,9 @@ The methods, keyed by name in ``LOCK_METHODS``:
   and the retransmitted call then fails with EEXIST although it succeeded,
   so the link count of the temp file decides. A dotlock whose mtime is
   older than ``dotlock_stale_s`` is taken to be left over by a crashed
-  holder and removed. The holder refreshes its mtime every
+  holder and removed, and so is a dotlock of ours (it contains
+  "PID HOSTNAME") whose process no longer exists on this host. The holder
+  refreshes its mtime every
   ``dotlock_refresh_s`` from a background thread, so a long expunge is not
   mistaken for a crash.
 * ``fcntl``: a POSIX record lock on the whole file, exclusive. On Linux we
@@ -321,7 +323,7 @@ class _Dotlock:
             )
             return None
         try:
-            os.write(fd, f"{os.getpid()}\n".encode())
+            os.write(fd, _owner_line())
         except OSError as exc:
             os.close(fd)
             _unlink_quietly(temp)
@@ -348,12 +350,39 @@ class _Dotlock:
             return Busy(LockKind.DOTLOCK, f"{self.lock_path} (just removed)")
         age_s = time.time() - st.st_mtime
         holder = f"dotlock {self.lock_path}"
-        if age_s < self._settings.dotlock_stale_s:
+        dead_owner = self._is_dead_local_owner()
+        if age_s < self._settings.dotlock_stale_s and not dead_owner:
             return Busy(LockKind.DOTLOCK, holder, age_s)
-        self._break_stale(st, age_s)
+        self._break_stale(st, age_s, "holder died" if dead_owner else "too old")
         return Busy(LockKind.DOTLOCK, f"{holder} (stale, removed)", age_s)
 
-    def _break_stale(self, seen: os.stat_result, age_s: float) -> None:
+    def _is_dead_local_owner(self) -> bool:
+        """Check whether the dotlock is one of ours whose process is gone.
+
+        Our dotlocks contain "PID HOSTNAME". A process id is only meaningful
+        on its own host, so locks of other hosts (NFS) and of other programs
+        wait for the stale age. A reused pid makes a dead holder look alive,
+        which only delays us.
+        """
+        try:
+            with open(self.lock_path, "rb") as lock_file:
+                content = lock_file.read(300)
+        except OSError:
+            return False
+        fields = content.split()
+        if len(fields) != 2 or not fields[0].isdigit():
+            return False
+        if fields[1] != socket.gethostname().encode(errors="replace"):
+            return False
+        try:
+            os.kill(int(fields[0]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def _break_stale(self, seen: os.stat_result, age_s: float, why: str) -> None:
         # Compare again right before unlinking so that a fresh lock made by
         # someone who broke the stale one first is left alone. The window
         # between this lstat and the unlink is microseconds; two breakers
@@ -368,8 +397,9 @@ class _Dotlock:
         except OSError as exc:
             raise _lock_failed(self._path, LockKind.DOTLOCK, exc) from exc
         log.warning(
-            "stale dotlock removed lock=%s age_s=%.0f stale_s=%g",
+            "stale dotlock removed lock=%s reason=%s age_s=%.0f stale_s=%g",
             self.lock_path,
+            why,
             age_s,
             self._settings.dotlock_stale_s,
         )
@@ -606,6 +636,10 @@ def _dotlock_denied(path: Path, exc: OSError) -> LockError:
         f"mail, since {directory} is usually mode 2775 root:mail) or set "
         "locking.dotlock_optional = true to rely on the other locks"
     )
+
+
+def _owner_line() -> bytes:
+    return f"{os.getpid()} {socket.gethostname()}\n".encode(errors="replace")
 
 
 def _unlink_quietly(path: Path) -> None:
