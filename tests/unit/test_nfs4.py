@@ -349,3 +349,42 @@ def test_any_op_result_parses_or_xdr_error(opcode: int, data: bytes) -> None:
         parse_compound_reply(results + b"\0\0\0\0" + data)
     except XDRError:
         pass
+
+
+def test_v41_session_results_decode_through_getfh() -> None:
+    enc = Encoder()
+    enc.uint32(0)
+    enc.opaque(b"")
+    enc.uint32(4)
+    enc.uint32(Nfs4Op.EXCHANGE_ID)
+    enc.uint32(0)
+    enc.fixed_opaque(b"\0" * 16)  # clientid, sequenceid, flags
+    enc.uint32(0)  # SP4_NONE
+    enc.uint64(1)
+    enc.opaque(b"major")
+    enc.opaque(b"scope")
+    enc.uint32(0)  # no server_impl_id
+    enc.uint32(Nfs4Op.SEQUENCE)
+    enc.uint32(0)
+    enc.fixed_opaque(b"\0" * 36)
+    enc.uint32(Nfs4Op.PUTROOTFS)
+    enc.uint32(0)
+    enc.uint32(Nfs4Op.GETFH)
+    enc.uint32(0)
+    enc.opaque(b"root-handle")
+    result = parse_compound_reply(enc.getvalue())
+    assert result.complete
+    assert result.handles == ((3, b"root-handle"),)
+
+
+def test_undecoded_result_stops_reply_incomplete() -> None:
+    enc = Encoder()
+    enc.uint32(0)
+    enc.opaque(b"")
+    enc.uint32(2)
+    enc.uint32(Nfs4Op.LAYOUTGET)
+    enc.uint32(0)
+    enc.fixed_opaque(b"\0" * 40)
+    result = parse_compound_reply(enc.getvalue())
+    assert not result.complete
+    assert result.results == ((Nfs4Op.LAYOUTGET, 0),)

@@ -691,7 +691,7 @@ def _create_result(dec: Decoder) -> None:
     _bitmap(dec)
 
 
-def _readlink_result(dec: Decoder) -> None:
+def _opaque_result(dec: Decoder) -> None:
     dec.opaque(MAX_LINKTEXT)
 
 
@@ -744,6 +744,37 @@ def _readdir_result(dec: Decoder) -> None:
     dec.bool()  # eof
 
 
+def _exchange_id_result(dec: Decoder) -> None:
+    dec.skip(8 + 4 + 4)  # clientid, sequenceid, flags
+    how = dec.uint32()
+    if how == 1:  # SP4_MACH_CRED
+        _state_protect_ops(dec)
+    elif how == 2:  # SP4_SSV: ssv_prot_info4
+        _state_protect_ops(dec)
+        dec.skip(4 * 4)  # hash_alg, encr_alg, ssv_len, window
+        for _ in range(dec.length(MAX_ARRAY, "ssv handle count")):
+            dec.opaque(NFS4_OPAQUE_LIMIT)
+    elif how != 0:
+        raise _UnsupportedArgsError(f"EXCHANGE_ID state protection {how}")
+    dec.uint64()  # server_owner4.so_minor_id
+    dec.opaque(NFS4_OPAQUE_LIMIT)  # so_major_id
+    dec.opaque(NFS4_OPAQUE_LIMIT)  # server scope
+    if dec.length(1, "server_impl_id count"):
+        dec.string(NFS4_OPAQUE_LIMIT)
+        dec.string(NFS4_OPAQUE_LIMIT)
+        _nfstime(dec)
+
+
+def _create_session_result(dec: Decoder) -> None:
+    dec.skip(NFS4_SESSIONID_SIZE + 4 + 4)
+    _channel_attrs(dec)
+    _channel_attrs(dec)
+
+
+def _test_stateid_result(dec: Decoder) -> None:
+    dec.uint32_array(MAX_ARRAY)
+
+
 def _skip_result(size: int) -> Callable[[Decoder], None]:
     return lambda dec: dec.skip(size)
 
@@ -760,7 +791,7 @@ _RESULT_SKIPPERS: dict[int, Callable[[Decoder], None]] = {
     Nfs4Op.PUTFH: _skip_result(0),
     Nfs4Op.PUTPUBFH: _skip_result(0),
     Nfs4Op.PUTROOTFS: _skip_result(0),
-    Nfs4Op.READLINK: _readlink_result,
+    Nfs4Op.READLINK: _opaque_result,
     Nfs4Op.REMOVE: _change_info,
     Nfs4Op.RENAME: _rename_result,
     Nfs4Op.RENEW: _skip_result(0),
@@ -785,6 +816,19 @@ _RESULT_SKIPPERS: dict[int, Callable[[Decoder], None]] = {
     Nfs4Op.RELEASE_LOCKOWNER: _skip_result(0),
     Nfs4Op.RECLAIM_COMPLETE: _skip_result(0),
     Nfs4Op.DESTROY_SESSION: _skip_result(0),
+    Nfs4Op.DELEGPURGE: _skip_result(0),
+    Nfs4Op.OPENATTR: _skip_result(0),
+    Nfs4Op.EXCHANGE_ID: _exchange_id_result,
+    Nfs4Op.CREATE_SESSION: _create_session_result,
+    Nfs4Op.BIND_CONN_TO_SESSION: _skip_result(NFS4_SESSIONID_SIZE + 4 + 4),
+    Nfs4Op.BACKCHANNEL_CTL: _skip_result(0),
+    Nfs4Op.FREE_STATEID: _skip_result(0),
+    Nfs4Op.TEST_STATEID: _test_stateid_result,
+    Nfs4Op.DESTROY_CLIENTID: _skip_result(0),
+    Nfs4Op.SET_SSV: _opaque_result,
+    Nfs4Op.ALLOCATE: _skip_result(0),
+    Nfs4Op.DEALLOCATE: _skip_result(0),
+    Nfs4Op.SEEK: _skip_result(4 + 8),
     Nfs4Op.VERIFY: _skip_result(0),
     Nfs4Op.NVERIFY: _skip_result(0),
 }

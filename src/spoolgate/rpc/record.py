@@ -21,8 +21,9 @@ _HEADER = struct.Struct(">I")
 LAST_FRAGMENT = 0x80000000
 MAX_FRAGMENT_SIZE = 0x7FFFFFFF
 
-# 1 MiB of payload plus headroom for the RPC header and NFS arguments; Linux
-# nfsd accepts READ and WRITE sizes up to 1 MiB (NFSSVC_MAXBLKSIZE).
+# 1 MiB of READ or WRITE data plus room for the RPC header and NFS arguments.
+# 1 MiB is Linux nfsd's default transfer size (NFSSVC_DEFBLKSIZE). A server
+# that offers larger rsize or wsize needs a larger limit here.
 DEFAULT_MAX_RECORD_SIZE = 1024 * 1024 + 64 * 1024
 
 
