@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from spoolgate.commands import bastion, keygen, passwd, tunnel
+from spoolgate.commands import bastion, index, keygen, passwd, tunnel
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -18,4 +18,5 @@ COMMANDS: list[Register] = [
     tunnel.register,
     bastion.register,
     passwd.register,
+    index.register,
 ]
