@@ -388,3 +388,17 @@ def test_undecoded_result_stops_reply_incomplete() -> None:
     result = parse_compound_reply(enc.getvalue())
     assert not result.complete
     assert result.results == ((Nfs4Op.LAYOUTGET, 0),)
+
+
+def test_remove_reaches_named_child() -> None:
+    args = CompoundBuilder().op(Nfs4Op.PUTFH, b"d").op(Nfs4Op.REMOVE, b"f").encode()
+    reached = parse_compound_call(args).reached
+    assert reached == (
+        Position(Base.HANDLE, b"d"),
+        Position(Base.HANDLE, b"d", (b"f",)),
+    )
+
+
+def test_lookup_dotdot_is_kept_as_component() -> None:
+    args = CompoundBuilder().op(Nfs4Op.PUTROOTFS).op(Nfs4Op.LOOKUP, b"..").encode()
+    assert parse_compound_call(args).reached[-1] == Position(Base.ROOTFS, b"", (b"..",))

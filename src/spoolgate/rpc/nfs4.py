@@ -10,15 +10,17 @@ pseudo-root (PUTROOTFS), the public handle (PUTPUBFH) or a handle (PUTFH).
 What is followed:
 
 * PUTROOTFS, PUTPUBFH and PUTFH set the current position.
-* LOOKUP appends a name; LOOKUPP removes the last name, or appends ".."
-  when there is none left to remove (the parent of a handle is not known).
+* LOOKUP appends a name as sent, including "." or "..". LOOKUPP removes
+  the last name, or appends ".." when there is none left to remove,
+  because the parent of a handle is not known.
 * OPEN with a name (CLAIM_NULL, CLAIM_DELEGATE_CUR, CLAIM_DELEGATE_PREV)
   and CREATE move to the named child, as the server does on success.
 * SAVEFH and RESTOREFH copy between the current and saved position.
 * SECINFO reaches the named child; SECINFO and SECINFO_NO_NAME consume the
   current filehandle (RFC 8881).
 * RENAME reaches the old name under the saved position and the new name
-  under the current one; LINK reaches the new name under the current one.
+  under the current one. LINK and REMOVE reach the name under the current
+  one.
 * GETFH records the position whose handle the reply returns, so a proxy
   can learn that handle from the reply's result at the same index.
 
@@ -627,7 +629,7 @@ class _Walk:
         elif opcode == Nfs4Op.RENAME and self.saved is not None:
             self.reach(self.saved.child(names[0]))
             self.reach(here.child(names[1]))
-        elif opcode == Nfs4Op.LINK:
+        elif opcode in (Nfs4Op.LINK, Nfs4Op.REMOVE):
             self.reach(here.child(names[0]))
 
 
