@@ -116,7 +116,7 @@ def test_unknown_procedure_raises() -> None:
 
 def test_mkdir_reply_without_handle_issues_none() -> None:
     # diropres3 may omit the new handle (post_op_fh3 FALSE); the client then
-    # has to LOOKUP it, which the proxy sees.
+    # has to LOOKUP it, and the proxy reads that reply.
     results = b"\0\0\0\0" + b"\0\0\0\0" * 4
     assert issued_handles(Nfs3Proc.MKDIR, results) == ()
 
