@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from spoolgate.commands import bastion, index, keygen, passwd, tunnel
+from spoolgate.commands import bastion, demo, index, keygen, passwd, tunnel
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -19,4 +19,5 @@ COMMANDS: list[Register] = [
     bastion.register,
     passwd.register,
     index.register,
+    demo.register,
 ]

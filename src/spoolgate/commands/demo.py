@@ -1,0 +1,179 @@
+"""``spoolgate demo``: show the index cache at work on a generated mbox.
+
+The demo keeps everything under one state directory: ``spool/`` holds the
+demo mbox and ``cache/`` its index cache. It builds the index twice (a new
+cache, then a hit), appends one generated message as a delivery agent
+would, and builds again (an append that parses only the new bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from spoolgate.errors import ConfigError, MboxError
+from spoolgate.mbox.cache import RefreshReport, cache_path_for, open_index
+from spoolgate.mbox.generate import GenerateOptions, generate_bytes, generate_file
+from spoolgate.mbox.index import Variant
+from spoolgate.mbox.lock import LockSettings, lock_mbox
+
+DEFAULT_STATE_DIR = Path("demo-state")
+DEFAULT_MESSAGES = 2000
+DEFAULT_SEED = 1
+# The demo mbox is written as mboxo, the format procmail and Postfix write.
+_DEMO_VARIANT = Variant.MBOXO
+
+
+@dataclass(frozen=True, slots=True)
+class BuildStep:
+    """One index build of the demo and what it did."""
+
+    refresh: str
+    messages: int
+    bytes_parsed: int
+    seconds: float
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``demo`` subcommand."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="generate a demo mbox and show the index cache outcomes",
+        description="Generate a realistic demo mbox (or copy yours), build its "
+        "index (new, then hit), append one message and build again (append).",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help=f"directory for the demo spool and cache (default: ./{DEFAULT_STATE_DIR})",
+    )
+    parser.add_argument(
+        "--mbox",
+        type=Path,
+        default=None,
+        help="copy this mbox into the state directory instead of generating one",
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=DEFAULT_MESSAGES,
+        help=f"messages in a generated mbox (default: {DEFAULT_MESSAGES})",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo steps and print the outcomes."""
+    if args.messages < 1:
+        raise ConfigError(f"--messages must be at least 1, got {args.messages}")
+    state_dir: Path = args.state_dir
+    mbox, source = prepare_mbox(state_dir, args.mbox, args.messages)
+    cache_dir = state_dir / "cache"
+    # Start from no cache, so the first build shows the "new" outcome.
+    cache_path_for(mbox, cache_dir).unlink(missing_ok=True)
+    steps = [build(mbox, cache_dir), build(mbox, cache_dir)]
+    appended = append_generated_message(mbox, seed=DEFAULT_SEED + os.path.getsize(mbox))
+    steps.append(build(mbox, cache_dir))
+    _print(args.json, state_dir, mbox, source, steps, appended, cache_dir)
+    return 0
+
+
+def prepare_mbox(
+    state_dir: Path, copy_from: Path | None, messages: int
+) -> tuple[Path, str]:
+    """Return the demo mbox, generating or copying it first; and its source."""
+    spool = state_dir / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    if copy_from is not None:
+        mbox = spool / (copy_from.name or "mbox")
+        try:
+            shutil.copyfile(copy_from, mbox)
+        except OSError as exc:
+            raise MboxError(
+                f"cannot copy {copy_from} to {mbox}: {exc.strerror}"
+            ) from exc
+        return mbox, f"copy of {copy_from}"
+    mbox = spool / "demo"
+    if mbox.exists():
+        return mbox, "generated earlier"
+    options = GenerateOptions(messages=messages, seed=DEFAULT_SEED, format="mboxo")
+    generate_file(mbox, options)
+    return mbox, f"generated, {messages} messages, seed {DEFAULT_SEED}"
+
+
+def build(mbox: Path, cache_dir: Path) -> BuildStep:
+    """Open the index under the mbox lock, as the POP3 server will."""
+    with lock_mbox(mbox, LockSettings()):
+        _, report = open_index(mbox, cache_dir, variant=_DEMO_VARIANT)
+    return _step(report)
+
+
+def append_generated_message(mbox: Path, seed: int) -> int:
+    """Append one generated message under the lock; return the bytes written.
+
+    Like a delivery agent, it first ends the mbox with an empty line so the
+    new From_ line starts a line of its own.
+    """
+    data, _ = generate_bytes(GenerateOptions(messages=1, seed=seed, format="mboxo"))
+    with lock_mbox(mbox, LockSettings()) as lock:
+        size = os.fstat(lock.fd).st_size
+        tail = os.pread(lock.fd, 2, max(size - 2, 0))
+        if size == 0 or tail.endswith(b"\n\n"):
+            prefix = b""
+        elif tail.endswith(b"\n"):
+            prefix = b"\n"
+        else:
+            prefix = b"\n\n"
+        payload = prefix + data
+        written = 0
+        while written < len(payload):
+            written += os.pwrite(lock.fd, payload[written:], size + written)
+        os.fsync(lock.fd)
+    return len(payload)
+
+
+def _step(report: RefreshReport) -> BuildStep:
+    return BuildStep(
+        refresh=report.outcome.value,
+        messages=report.messages,
+        bytes_parsed=report.bytes_parsed,
+        seconds=report.seconds,
+    )
+
+
+def _print(
+    as_json: bool,
+    state_dir: Path,
+    mbox: Path,
+    source: str,
+    steps: list[BuildStep],
+    appended: int,
+    cache_dir: Path,
+) -> None:
+    if as_json:
+        result: dict[str, Any] = {
+            "state_dir": str(state_dir),
+            "mbox": str(mbox),
+            "source": source,
+            "cache_dir": str(cache_dir),
+            "builds": [asdict(step) for step in steps],
+            "appended_bytes": appended,
+        }
+        print(json.dumps(result))
+        return
+    print(f"demo mbox: {mbox} ({source})")
+    for number, step in enumerate(steps, start=1):
+        if number == 3:
+            print(f"appended one message: {appended} bytes")
+        print(
+            f"build {number}: {step.refresh:<7} {step.messages} messages, "
+            f"{step.bytes_parsed} bytes parsed, {step.seconds * 1000:.1f} ms"
+        )
+    print(f"next: spoolgate index show {mbox} --cache-dir {cache_dir}")
