@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 
 from spoolgate.errors import LockTimeoutError
+from spoolgate.mbox.cache import scan_file
 from spoolgate.mbox.lock import LockKind, LockSettings, acquire, lock_mbox
+from spoolgate.mbox.store import Mailbox
 
 pytestmark = [
     pytest.mark.interop,
@@ -183,23 +185,28 @@ def test_lock_waits_until_lockfile_released(spool: Spool, lockfile_held: Path) -
     assert kinds == [LockKind.DOTLOCK, LockKind.FCNTL]
 
 
-def read_cycles(mbox: Path, done: threading.Event) -> list[int]:
-    """Lock, read and check the whole mbox until ``done``; return counts."""
+def read_cycles(mbox: Path, cache: Path, done: threading.Event) -> list[int]:
+    """Open the mbox under its lock, refresh the index and check every
+    message until ``done``; return the message counts seen."""
     counts: list[int] = []
     while not done.is_set() and len(counts) < 2000:
-        with lock_mbox(mbox, LockSettings(timeout_s=60)) as held:
-            size = os.fstat(held.fd).st_size
-            data = os.pread(held.fd, size, 0)
+        with Mailbox.open(mbox, cache, lock_settings=LockSettings(timeout_s=60)) as box:
+            data = mbox.read_bytes()
+            assert box.index.same_records(scan_file(mbox))
+            pop3 = [b"".join(box.read_message(n)) for n in range(len(box.index))]
         messages = split_mbox(data)
-        for message in messages:
+        for message, octets in zip(messages, pop3, strict=True):
             check_complete(message)
+            assert octets == message.split(b"\n", 1)[1][:-1].replace(b"\n", b"\r\n")
         assert not counts or len(messages) >= counts[-1]
         counts.append(len(messages))
     return counts
 
 
 @pytest.mark.slow
-def test_procmail_concurrent_deliveries_with_reads(spool: Spool) -> None:
+def test_procmail_concurrent_deliveries_with_reads(
+    spool: Spool, tmp_path: Path
+) -> None:
     workers, per_worker = 8, 25
     messages = [make_message(n, body_lines=n % 40) for n in range(workers * per_worker)]
 
@@ -210,7 +217,7 @@ def test_procmail_concurrent_deliveries_with_reads(spool: Spool) -> None:
 
     done = threading.Event()
     with ThreadPoolExecutor(max_workers=workers + 1) as pool:
-        reader = pool.submit(read_cycles, spool.mbox, done)
+        reader = pool.submit(read_cycles, spool.mbox, tmp_path / "cache", done)
         delivered = [pool.submit(run_worker, w) for w in range(workers)]
         try:
             for future in delivered:
@@ -222,3 +229,21 @@ def test_procmail_concurrent_deliveries_with_reads(spool: Spool) -> None:
     stored = split_mbox(spool.mbox.read_bytes())
     assert len(stored) == len(messages)
     assert Counter(stored) == Counter(m + b"\n" for m in messages)
+
+
+def test_expunge_during_procmail_deliveries(spool: Spool, tmp_path: Path) -> None:
+    first = [make_message(n, body_lines=n % 7) for n in range(20)]
+    spool.mbox.write_bytes(b"".join(m + b"\n" for m in first))
+    later = [make_message(100 + n) for n in range(8)]
+    children: list[subprocess.Popen[bytes]] = []
+    with Mailbox.open(spool.mbox, tmp_path / "cache", chunk_size=128) as box:
+        # Deliveries start while we hold the lock, so they race the expunge.
+        children = [deliver(spool, message) for message in later]
+        box.expunge(range(0, 20, 2))
+    for child in children:
+        assert child.wait(timeout=60) == 0
+    stored = split_mbox(spool.mbox.read_bytes())
+    assert stored[:10] == [m + b"\n" for m in first[1::2]]
+    assert Counter(stored[10:]) == Counter(m + b"\n" for m in later)
+    with Mailbox.open(spool.mbox, tmp_path / "cache") as box:
+        assert box.index.same_records(scan_file(spool.mbox))
