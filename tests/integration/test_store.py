@@ -277,3 +277,54 @@ def test_journal_lives_beside_cache_not_in_spool(mbox: Path, cache: Path) -> Non
     with open_mailbox(mbox, cache) as box:
         box.expunge({0}, progress=look)
     assert seen == [["ann", "ann.lock"]]
+
+
+def test_unlocked_mailbox_reads_snapshot(mbox: Path, cache: Path) -> None:
+    messages = write_mbox(mbox, 3)
+    with open_mailbox(mbox, cache) as box:
+        box.unlock()
+        assert not box.is_locked
+        assert not Path(f"{mbox}.lock").exists()
+        with mbox.open("ab") as f:
+            f.write(make_message(7))
+        assert len(box.index) == 3
+        octets = b"".join(box.read_message(2))
+        assert octets == messages[2].split(b"\n", 1)[1][:-1].replace(b"\n", b"\r\n")
+
+
+def test_unlocked_mailbox_rejects_expunge(mbox: Path, cache: Path) -> None:
+    write_mbox(mbox, 3)
+    with open_mailbox(mbox, cache) as box:
+        box.unlock()
+        with pytest.raises(MboxError, match="call relock"):
+            box.expunge([0])
+
+
+def test_relock_after_append_keeps_numbers(mbox: Path, cache: Path) -> None:
+    messages = write_mbox(mbox, 4)
+    late = make_message(9)
+    with open_mailbox(mbox, cache) as box:
+        box.unlock()
+        with mbox.open("ab") as f:
+            f.write(late)
+        report = box.relock()
+        assert report.outcome is Refresh.APPEND
+        assert box.is_locked
+        assert len(box.index) == 5
+        box.expunge([1])
+    assert mbox.read_bytes() == b"".join([messages[0], *messages[2:], late])
+    check_index_matches_rescan(mbox, cache)
+
+
+def test_relock_after_rewrite_maps_by_uidl(mbox: Path, cache: Path) -> None:
+    messages = write_mbox(mbox, 4)
+    with open_mailbox(mbox, cache) as box:
+        target = box.index.uidl(2)
+        box.unlock()
+        # Another program removes message 0 without our lock.
+        mbox.write_bytes(b"".join(messages[1:]))
+        assert box.relock().outcome is Refresh.REBUILD
+        numbers = box.numbers_for_uidls([target])
+        assert numbers == [1]
+        box.expunge(numbers)
+    assert mbox.read_bytes() == messages[1] + messages[3]

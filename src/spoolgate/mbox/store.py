@@ -88,9 +88,12 @@ ProgressHook = Callable[[int], None]
 class Mailbox:
     """One mbox with its index, opened under the mbox lock.
 
-    Message numbers are 0-based index numbers, as in ``MboxIndex``; the
-    POP3 msgno of visible messages is mapped by the caller. Not safe for
-    concurrent use.
+    A POP3 session holds the lock only while it loads the index and while
+    it expunges: ``unlock`` keeps the index as a snapshot and the file open
+    for reading, and ``relock`` takes the lock again and refreshes the
+    index before an expunge. Message numbers are 0-based index numbers, as
+    in ``MboxIndex``; the caller maps POP3 msgnos of visible messages.
+    Not safe for concurrent use.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class Mailbox:
         index: MboxIndex,
         cache_dir: Path,
         report: RefreshReport,
+        lock_settings: LockSettings,
         chunk_size: int,
     ) -> None:
         self.path = lock.path
@@ -107,7 +111,10 @@ class Mailbox:
         self.cache_dir = cache_dir
         self.cache_path = cache_path_for(lock.path, cache_dir)
         self._lock: MboxLock | None = lock
+        # The descriptor reads go through: the lock's, or a duplicate of it
+        # kept open while unlocked.
         self._fd = lock.fd
+        self._lock_settings = lock_settings
         self._chunk_size = chunk_size
 
     @classmethod
@@ -126,21 +133,55 @@ class Mailbox:
         LockError, NotAnMboxError or MboxError; nothing stays locked when
         it raises.
         """
-        lock = acquire(path, lock_settings or LockSettings())
-        try:
-            resume_expunge(lock.fd, path, cache_dir, variant)
-            index, report = open_index(path, cache_dir, variant)
-        except BaseException:
-            lock.release()
-            raise
-        return cls(lock, index, cache_dir, report, chunk_size)
+        settings = lock_settings or LockSettings()
+        lock, index, report = _lock_and_load(path, cache_dir, variant, settings)
+        return cls(lock, index, cache_dir, report, settings, chunk_size)
+
+    @property
+    def is_locked(self) -> bool:
+        """Whether this process holds the mbox lock through this object."""
+        return self._lock is not None
+
+    def unlock(self) -> None:
+        """Release the lock; the index stays readable as a snapshot.
+
+        ``read_message`` keeps working and still detects a file changed
+        by others. Call ``relock`` before ``expunge``.
+        """
+        if self._lock is None:
+            return
+        fd = os.dup(self._require_open())
+        self._lock.release()
+        self._lock = None
+        self._fd = fd
+
+    def relock(self) -> RefreshReport:
+        """Take the lock again and refresh the index; return the report.
+
+        After an ``APPEND`` refresh the old message numbers still name the
+        same messages; after a ``REBUILD`` map them again by UIDL
+        (``numbers_for_uidls``). Raises as ``open`` does, and stays
+        unlocked if it raises.
+        """
+        if self._lock is not None:
+            return self.report
+        lock, index, report = _lock_and_load(
+            self.path, self.cache_dir, self.index.variant, self._lock_settings
+        )
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._lock, self._fd = lock, lock.fd
+        self.index, self.report = index, report
+        return report
 
     def close(self) -> None:
-        """Release the lock and close the mbox."""
+        """Release the lock, if held, and close the mbox."""
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-            self._fd = -1
+        elif self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
 
     def __enter__(self) -> Mailbox:
         return self
@@ -149,7 +190,7 @@ class Mailbox:
         self.close()
 
     def _require_open(self) -> int:
-        if self._lock is None:
+        if self._fd < 0:
             raise MboxError(f"mbox {self.path} is closed")
         return self._fd
 
@@ -188,6 +229,8 @@ class Mailbox:
         ``Mailbox.open`` finishes the expunge.
         """
         fd = self._require_open()
+        if self._lock is None:
+            raise MboxError(f"cannot expunge {self.path}: call relock() first")
         deleted = set(numbers)
         if not deleted:
             return
@@ -239,6 +282,20 @@ class Mailbox:
         return ExpungePlan(
             identity, tuple(sorted(deleted)), moves, final_size, self._chunk_size
         )
+
+
+def _lock_and_load(
+    path: Path, cache_dir: Path, variant: Variant, settings: LockSettings
+) -> tuple[MboxLock, MboxIndex, RefreshReport]:
+    """Lock ``path``, finish an interrupted expunge and load the index."""
+    lock = acquire(path, settings)
+    try:
+        resume_expunge(lock.fd, path, cache_dir, variant)
+        index, report = open_index(path, cache_dir, variant)
+    except BaseException:
+        lock.release()
+        raise
+    return lock, index, report
 
 
 def resume_expunge(fd: int, path: Path, cache_dir: Path, variant: Variant) -> bool:
