@@ -1,13 +1,15 @@
 """Kill an expunging process at random points and check nothing is lost.
 
-Each round writes a generated mbox, starts a child process that expunges a
-random set of messages with a small chunk size (many copy steps), and
-SIGKILLs it after a random delay drawn over the measured length of an
-uninterrupted expunge. In about half the rounds a second child then
-resumes the expunge and is killed too. Finally this process opens the
-mbox, which finishes the expunge, and checks: every kept message present
-once, byte for byte, in order; the deleted ones gone; the file a valid
-mbox whose index equals a full rescan.
+Each round writes a generated mbox and starts a child process that
+expunges a random set of messages with a small chunk size, so the copy
+takes many steps. In half the rounds the child SIGKILLs itself after a
+random copy step. In the others the parent SIGKILLs it after a random
+delay drawn over the measured length of an uninterrupted expunge, which
+can land inside a write. In about half the interrupted rounds a second
+child resumes the expunge and is killed too. Finally this process opens
+the mbox, which finishes the expunge, and checks: every kept message
+present once, byte for byte, in order; the deleted ones gone; the file a
+valid mbox whose index equals a full rescan.
 """
 
 from __future__ import annotations

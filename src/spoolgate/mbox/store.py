@@ -29,7 +29,7 @@ file (case a) or in the journal (case b). Redoing it writes the same bytes
 again, which is idempotent. No message is lost or duplicated in the
 result.
 
-Between the crash and the resume the file holds some bytes twice, as every
+Between the crash and the resume the file contains some bytes twice, as every
 in-place rewrite does. The dead process's dotlock keeps procmail and other
 dotlock users away until the next ``Mailbox.open`` on this host (which
 removes a dotlock of its own dead process at once) or until the lock is
@@ -88,10 +88,10 @@ ProgressHook = Callable[[int], None]
 class Mailbox:
     """One mbox with its index, opened under the mbox lock.
 
-    A POP3 session holds the lock only while it loads the index and while
-    it expunges: ``unlock`` keeps the index as a snapshot and the file open
-    for reading, and ``relock`` takes the lock again and refreshes the
-    index before an expunge. Message numbers are 0-based index numbers, as
+    A POP3 session needs the lock only while it loads the index and while
+    it expunges. ``unlock`` releases it and keeps the index as a snapshot
+    with the file open for reading. ``relock`` takes the lock again and
+    refreshes the index before an expunge. Message numbers are 0-based index numbers, as
     in ``MboxIndex``; the caller maps POP3 msgnos of visible messages.
     Not safe for concurrent use.
     """
