@@ -302,6 +302,7 @@ class MboxScanner:
         self._pos = start
         self._pos_at_line_start = True
         if separator >= 0:
+            self._count(start, separator)
             self._end_message(separator)
             self._start_message(self._base + separator)
             return True
