@@ -190,27 +190,27 @@ def reply_status(proc: int, results: bytes) -> Nfs3Stat:
     return _read_status(Decoder(results))
 
 
-def _lookup_handles(dec: Decoder) -> list[bytes]:
+def _lookup_handles(dec: Decoder, skip_names: frozenset[bytes]) -> list[bytes]:
     return [dec.opaque(NFS3_FHSIZE)]
 
 
-def _diropres_handles(dec: Decoder) -> list[bytes]:
+def _diropres_handles(dec: Decoder, skip_names: frozenset[bytes]) -> list[bytes]:
     handle = _read_post_op_fh(dec)
     return [] if handle is None else [handle]
 
 
-def _readdirplus_handles(dec: Decoder) -> list[bytes]:
+def _readdirplus_handles(dec: Decoder, skip_names: frozenset[bytes]) -> list[bytes]:
     _skip_post_op_attr(dec)
     dec.skip(8)  # cookieverf3
     handles: list[bytes] = []
     # Each entry is at least 32 bytes, so the record size bounds the loop.
     while dec.bool():
         dec.uint64()  # fileid
-        dec.string(MAX_NAME)
+        name = dec.string(MAX_NAME)
         dec.uint64()  # cookie
         _skip_post_op_attr(dec)
         handle = _read_post_op_fh(dec)
-        if handle is not None:
+        if handle is not None and name not in skip_names:
             handles.append(handle)
     dec.bool()  # eof
     return handles
@@ -226,12 +226,16 @@ _HANDLE_READERS = {
 }
 
 
-def issued_handles(proc: int, results: bytes) -> tuple[bytes, ...]:
+def issued_handles(
+    proc: int, results: bytes, *, skip_names: frozenset[bytes] = frozenset()
+) -> tuple[bytes, ...]:
     """Return the file handles a successful reply hands to the client.
 
     Replies of other procedures, and failed replies, issue none. For
     READDIRPLUS the entries list is decoded to its end; trailing bytes after
-    the fields read are not checked.
+    the fields read are not checked, and the handles of entries named in
+    ``skip_names`` are left out (a proxy skips ``..``, whose handle can lie
+    outside the directory tree a client mounted).
     """
     reader = _HANDLE_READERS.get(_proc(proc))
     if reader is None:
@@ -240,7 +244,7 @@ def issued_handles(proc: int, results: bytes) -> tuple[bytes, ...]:
     try:
         if _read_status(dec) is not Nfs3Stat.NFS3_OK:
             return ()
-        return tuple(reader(dec))
+        return tuple(reader(dec, skip_names))
     except XDRError as exc:
         raise XDRError(f"nfs3 {Nfs3Proc(proc).name} reply: {exc}") from exc
 
