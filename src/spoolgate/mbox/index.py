@@ -466,18 +466,18 @@ def _check_frame(data: bytes, source: str) -> int:
             f"{prefix}: format version {version}, this program reads "
             f"{CACHE_VERSION}; {fix}"
         )
-    count = _HEADER.unpack_from(data)[-1]
-    expected = _HEADER.size + count * _RECORD_BYTES + _CRC.size
-    if len(data) != expected:
-        raise IndexFormatError(
-            f"{prefix}: {len(data)} bytes, expected {expected} for {count} "
-            f"messages (truncated or corrupt); {fix}"
-        )
     (stored,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     actual = zlib.crc32(memoryview(data)[: -_CRC.size])
     if stored != actual:
         raise IndexFormatError(
             f"{prefix}: checksum mismatch (stored {stored:08x}, computed "
             f"{actual:08x}); {fix}"
+        )
+    count = _HEADER.unpack_from(data)[-1]
+    expected = _HEADER.size + count * _RECORD_BYTES + _CRC.size
+    if len(data) != expected:
+        raise IndexFormatError(
+            f"{prefix}: {len(data)} bytes, expected {expected} for {count} "
+            f"messages; {fix}"
         )
     return int(count)
