@@ -292,7 +292,8 @@ def _try_load(
     """Load the cache if it is usable; otherwise return None and why not."""
     try:
         cached = load_cache(cache_path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        # No cache yet; if the directory is unusable, writing will warn.
         return None, ""
     except IndexFormatError as exc:
         _warn(warnings, f"{exc}; scanning the mbox instead")
