@@ -42,6 +42,10 @@ class LockTimeoutError(MboxError, TemporaryError):
     """A mailbox lock could not be taken within the configured wait."""
 
 
+class MaildropInUseError(MboxError, TemporaryError):
+    """Another POP3 session, in this or another process, has the maildrop open."""
+
+
 class POP3ProtocolError(SpoolgateError):
     """A POP3 peer broke the protocol."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from spoolgate.commands import bastion, demo, index, keygen, passwd, tunnel
+from spoolgate.commands import bastion, demo, index, keygen, passwd, pop3d, tunnel
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -20,4 +20,5 @@ COMMANDS: list[Register] = [
     passwd.register,
     index.register,
     demo.register,
+    pop3d.register,
 ]

@@ -1,0 +1,268 @@
+"""Per-user maildrops for the POP3 server: an mbox snapshot behind ``Maildrop``.
+
+``MaildropStore.open(user)`` claims the maildrop for one session, takes
+the mbox lock, loads or refreshes the index, and releases the lock again:
+the session works on that snapshot (RFC 1939 section 8), so mail
+delivered meanwhile is neither shown nor touched. ``expunge`` takes the
+lock once more, maps the session's deletions by UIDL onto the current
+index and removes them in place; the index cache is updated without a
+rescan. Closing without ``expunge`` removes nothing.
+
+A maildrop is claimed twice over: in an in-process registry, and with an
+``flock`` on a ``.pop3`` file beside the index cache, so two server
+processes sharing a cache directory also exclude each other.
+
+Every method blocks on file I/O; the asyncio server calls them in a
+worker thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from spoolgate.errors import MaildropInUseError, MboxError
+from spoolgate.mbox.cache import RefreshReport, cache_path_for
+from spoolgate.mbox.store import Mailbox
+from spoolgate.pop3.config import MaildropConfig
+
+__all__ = ["MaildropStore", "MboxMaildrop"]
+
+log = logging.getLogger(__name__)
+
+
+class _Claim:
+    """One session's hold on a maildrop: a registry entry and a file lock."""
+
+    __slots__ = ("_fd", "_key", "_registry")
+
+    def __init__(self, registry: _Registry, key: str, fd: int) -> None:
+        self._registry = registry
+        self._key = key
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = -1
+            self._registry.discard(self._key)
+
+
+class _Registry:
+    """The maildrops this process has open, keyed by absolute mbox path."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: set[str] = set()
+
+    def claim(self, mbox: Path, cache_dir: Path) -> _Claim:
+        key = os.path.abspath(mbox)
+        with self._lock:
+            if key in self._open:
+                raise MaildropInUseError(f"maildrop {mbox} is open in another session")
+            self._open.add(key)
+        try:
+            fd = _lock_session_file(_session_path(mbox, cache_dir), mbox)
+        except BaseException:
+            self.discard(key)
+            raise
+        return _Claim(self, key, fd)
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._open.discard(key)
+
+
+def _session_path(mbox: Path, cache_dir: Path) -> Path:
+    cache = cache_path_for(mbox, cache_dir)
+    return cache.with_name(cache.name + ".pop3")
+
+
+def _lock_session_file(path: Path, mbox: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise MboxError(
+            f"cannot open session lock file {path} for {mbox}: {exc.strerror}; "
+            "check that the cache directory is writable by the server"
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise MaildropInUseError(
+                f"maildrop {mbox} is open in another server process "
+                f"(session lock {path} is held)"
+            ) from exc
+        raise MboxError(f"cannot lock session file {path}: {exc.strerror}") from exc
+    return fd
+
+
+class MaildropStore:
+    """Opens users' maildrops from the templates of a ``MaildropConfig``."""
+
+    def __init__(self, config: MaildropConfig) -> None:
+        self._config = config
+        self._registry = _Registry()
+
+    @property
+    def config(self) -> MaildropConfig:
+        """The templates and lock settings in use."""
+        return self._config
+
+    def reconfigure(self, config: MaildropConfig) -> None:
+        """Use new templates for later opens; open maildrops keep theirs."""
+        self._config = config
+
+    def open(self, user: str) -> MboxMaildrop:
+        """Claim and snapshot ``user``'s maildrop; the mbox lock is released.
+
+        A missing mbox is an empty maildrop. Raises MaildropInUseError,
+        LockTimeoutError, LockError or MboxError; nothing stays claimed
+        when it raises.
+        """
+        config = self._config
+        mbox, cache_dir = config.mbox_path(user), config.cache_dir(user)
+        _make_cache_dir(cache_dir)
+        claim = self._registry.claim(mbox, cache_dir)
+        try:
+            box = _open_snapshot(mbox, cache_dir, config)
+        except BaseException:
+            claim.release()
+            raise
+        return MboxMaildrop(mbox, box, claim)
+
+
+def _make_cache_dir(cache_dir: Path) -> None:
+    try:
+        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MboxError(
+            f"cannot create index cache directory {cache_dir}: {exc.strerror}; "
+            "check maildrop.cache in the config and the server's permissions"
+        ) from exc
+
+
+def _open_snapshot(
+    mbox: Path, cache_dir: Path, config: MaildropConfig
+) -> Mailbox | None:
+    if not mbox.exists():
+        return None
+    box = Mailbox.open(
+        mbox, cache_dir, lock_settings=config.locking, variant=config.variant
+    )
+    try:
+        box.unlock()
+    except BaseException:
+        box.close()
+        raise
+    return box
+
+
+class MboxMaildrop:
+    """One session's snapshot of an mbox, numbered as POP3 msgnos.
+
+    Hidden messages get no msgno. Implements ``spoolgate.pop3.Maildrop``.
+    Reads and ``close`` may come from different worker threads, one at a
+    time per message, so a lock orders them.
+    """
+
+    def __init__(self, path: Path, box: Mailbox | None, claim: _Claim) -> None:
+        self.path = path
+        self._box = box
+        self._claim = claim
+        self._lock = threading.Lock()
+        index = None if box is None else box.index
+        self.report: RefreshReport | None = None if box is None else box.report
+        self._numbers = (
+            []
+            if index is None
+            else [n for n in range(len(index)) if not index.is_hidden(n)]
+        )
+        self._sizes = [] if index is None else [index.size(n) for n in self._numbers]
+        self._uidls = [] if index is None else [index.uidl(n) for n in self._numbers]
+
+    def count(self) -> int:
+        """Return the number of visible messages in the snapshot."""
+        return len(self._numbers)
+
+    def size(self, msgno: int) -> int:
+        """Return the octets RETR sends for ``msgno``, before byte-stuffing."""
+        return self._sizes[msgno - 1]
+
+    def uidl(self, msgno: int) -> str:
+        """Return the UIDL of ``msgno``."""
+        return self._uidls[msgno - 1]
+
+    def open_message(self, msgno: int) -> Iterator[bytes]:
+        """Return the message's POP3 octets as an iterator of chunks.
+
+        Checks the message's offsets before returning, so a changed mbox
+        raises MboxChangedError here, before anything is sent. Call
+        ``next`` on the iterator through ``read_chunk``.
+        """
+        with self._lock:
+            box = self._require_box()
+            return box.read_message(self._numbers[msgno - 1])
+
+    def read_chunk(self, chunks: Iterator[bytes], max_bytes: int) -> bytes | None:
+        """Return at least ``max_bytes`` from an ``open_message`` iterator.
+
+        Returns less at the end of the message and None after it. Chunks
+        are joined so one worker-thread call moves a useful amount of data.
+        """
+        with self._lock:
+            self._require_box()
+            parts: list[bytes] = []
+            size = 0
+            while size < max_bytes:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                parts.append(chunk)
+                size += len(chunk)
+            return b"".join(parts) if parts else None
+
+    def expunge(self, msgnos: tuple[int, ...]) -> int:
+        """Remove these messages from the mbox under its lock; return how many.
+
+        Messages are found by UIDL in the current index, so mail appended
+        since the snapshot stays and a rebuilt index still maps right. A
+        message already gone (removed by another program) is skipped.
+        """
+        with self._lock:
+            box = self._require_box()
+            uidls = [self._uidls[msgno - 1] for msgno in msgnos]
+            report = box.relock()
+            numbers = box.numbers_for_uidls(uidls)
+            if len(numbers) != len(uidls):
+                log.warning(
+                    "expunge found fewer messages than deleted mbox=%s "
+                    "deleted=%d found=%d refresh=%s",
+                    self.path,
+                    len(uidls),
+                    len(numbers),
+                    report.outcome.value,
+                )
+            box.expunge(numbers)
+            box.unlock()
+            return len(numbers)
+
+    def _require_box(self) -> Mailbox:
+        if self._box is None:
+            raise MboxError(f"maildrop {self.path} is empty or closed")
+        return self._box
+
+    def close(self) -> None:
+        """Close the mbox and release the claim; deletes nothing."""
+        with self._lock:
+            if self._box is not None:
+                self._box.close()
+                self._box = None
+            self._claim.release()
