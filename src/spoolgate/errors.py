@@ -70,6 +70,10 @@ class PasswdFormatError(AuthError):
     """A passwd file line is malformed or names an unsupported hash scheme."""
 
 
+class LoginProtocolError(AuthError):
+    """A peer of the bastion's login service broke its line protocol."""
+
+
 class XDRError(SpoolgateError):
     """Bytes could not be decoded as XDR, or a value cannot be encoded."""
 

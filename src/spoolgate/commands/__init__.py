@@ -9,7 +9,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from spoolgate.commands import bastion, demo, index, keygen, passwd, pop3d, tunnel
+from spoolgate.commands import (
+    bastion,
+    demo,
+    index,
+    keygen,
+    login,
+    passwd,
+    pop3d,
+    tunnel,
+)
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -17,6 +26,7 @@ COMMANDS: list[Register] = [
     keygen.register,
     tunnel.register,
     bastion.register,
+    login.register,
     passwd.register,
     index.register,
     demo.register,

@@ -1,0 +1,646 @@
+"""The bastion's RPC proxy: whole RPC records in, policy applied, records out.
+
+Each TCP connection from a tunnel client (redirected to the proxy by an
+nftables REDIRECT rule, or sent to a listener with a configured upstream)
+gets its own connection to the NFS server. Calls go through
+:class:`~spoolgate.tunnel.rpcpolicy.RPCPolicy`: allowed ones are forwarded,
+the others are answered here with the reply the policy built. Replies are
+matched to their calls by xid, teach the policy the handles they issue,
+and go back to the client unchanged (an EXPORT list is the one exception:
+it is cut down to the allowed exports).
+
+A record that is not RPC, or a record stream that breaks (a fragment over
+the size limit), closes that connection only; it is logged and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import random
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from spoolgate.config import ConfigReader, build, load_toml
+from spoolgate.errors import ConfigError, RPCError, TunnelError
+from spoolgate.rpc.message import MsgType, peek_header
+from spoolgate.rpc.record import DEFAULT_MAX_RECORD_SIZE, RecordReader, encode_record
+from spoolgate.tunnel.rpcpolicy import (
+    DEFAULT_HANDLE_TABLE_SIZE,
+    Answer,
+    ClientRule,
+    Components,
+    NFS4Mode,
+    Pending,
+    PolicySettings,
+    RPCPolicy,
+    split_path,
+)
+
+__all__ = [
+    "Listener",
+    "ProxyConfig",
+    "ProxyCounters",
+    "ProxySettings",
+    "RPCProxy",
+    "read_proxy_config",
+    "start_rpc_proxy",
+]
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 256 * 1024
+# Linux's SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv4.h,
+# linux/netfilter_ipv6/ip6_tables.h); Python's socket module lacks them.
+SO_ORIGINAL_DST = 80
+# At most this many refused calls are logged per connection; the rest are
+# counted and summed up when the connection closes.
+MAX_REFUSAL_LINES = 10
+# Ports below 1024 a root process may bind; Linux knfsd's default "secure"
+# export option accepts only these as client ports.
+RESERVED_PORTS = range(600, 1024)
+RESERVED_PORT_TRIES = 32
+
+FLAVOR_NAMES = {"none": 0, "sys": 1, "gss": 6}
+
+Endpoint = tuple[str, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listener:
+    """An address the proxy accepts on; ``upstream`` None means SO_ORIGINAL_DST."""
+
+    host: str
+    port: int
+    upstream: Endpoint | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """Connection limits and timeouts of the proxy."""
+
+    connect_timeout_s: float = 10.0
+    idle_timeout_s: float = 900.0
+    max_pending_calls: int = 4096
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE
+    reserved_source_port: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """Everything ``read_proxy_config`` finds in a config file."""
+
+    policy: PolicySettings
+    proxy: ProxySettings
+    listeners: tuple[Listener, ...]
+    addresses: Mapping[str, str]
+
+
+@dataclasses.dataclass(slots=True)
+class ProxyCounters:
+    """What the proxy has done since it started, for the status output."""
+
+    connections: int = 0
+    unknown_peers: int = 0
+    upstream_failures: int = 0
+    malformed_records: int = 0
+    too_many_pending: int = 0
+    calls_forwarded: int = 0
+    calls_answered: int = 0
+    replies: int = 0
+    unmatched_replies: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        """Return the counters as a plain dict."""
+        return dataclasses.asdict(self)
+
+
+class RPCProxy:
+    """Accepts client connections and relays them through the policy.
+
+    ``addresses`` maps a peer IP address (as text) to a client name, the
+    name of its policy entry. Connections from other addresses are closed.
+    """
+
+    def __init__(
+        self,
+        policy: RPCPolicy,
+        addresses: Mapping[str, str],
+        settings: ProxySettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.counters = ProxyCounters()
+        self._addresses = dict(addresses)
+        self._settings = settings
+        self._clock = clock
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def sockets(self) -> list[Endpoint]:
+        """The addresses the proxy listens on, with the ports the kernel chose."""
+        found: list[Endpoint] = []
+        for server in self._servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                found.append((host, port))
+        return found
+
+    def set_addresses(self, addresses: Mapping[str, str]) -> None:
+        """Replace the peer-address-to-client map (on a config reload)."""
+        self._addresses = dict(addresses)
+
+    async def listen(self, listener: Listener) -> None:
+        """Start accepting on ``listener``; raise TunnelError if it cannot bind."""
+
+        async def accept(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.add(task)
+            try:
+                await self._serve(reader, writer, listener)
+            finally:
+                if task is not None:
+                    self._tasks.discard(task)
+
+        try:
+            server = await asyncio.start_server(accept, listener.host, listener.port)
+        except OSError as exc:
+            raise TunnelError(
+                f"rpc proxy: cannot listen on {listener.host}:{listener.port}: "
+                f"{exc.strerror}"
+            ) from exc
+        self._servers.append(server)
+        for host, port in self.sockets[-len(server.sockets) :]:
+            log.info("rpc proxy listening address=%s:%d", host, port)
+
+    async def close(self) -> None:
+        """Stop listening and close every connection."""
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    def snapshot(self) -> dict[str, object]:
+        """Return the proxy counters and the policy state for status output."""
+        return {
+            "proxy": self.counters.snapshot(),
+            "policy": self.policy.snapshot(self._clock()),
+        }
+
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        listener: Listener,
+    ) -> None:
+        self.counters.connections += 1
+        peer = writer.get_extra_info("peername")
+        peer_text = f"{peer[0]}:{peer[1]}"
+        client = self._addresses.get(str(peer[0]))
+        try:
+            if client is None:
+                self.counters.unknown_peers += 1
+                log.warning("rpc proxy refused connection peer=%s: unknown", peer_text)
+                return
+            upstream = listener.upstream or original_destination(
+                writer.get_extra_info("socket")
+            )
+            server = await self._connect(upstream, client, peer_text)
+            if server is None:
+                return
+            connection = _Connection(self, client, peer_text, (reader, writer), server)
+            await connection.run()
+        finally:
+            writer.close()
+
+    async def _connect(
+        self, upstream: Endpoint, client: str, peer: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        try:
+            return await asyncio.wait_for(
+                connect_upstream(upstream, self._settings.reserved_source_port),
+                self._settings.connect_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            self.counters.upstream_failures += 1
+            log.error(
+                "rpc proxy cannot reach server client=%s peer=%s server=%s:%d: %s",
+                client,
+                peer,
+                upstream[0],
+                upstream[1],
+                exc,
+            )
+            return None
+
+
+class _Connection:
+    """One client connection and its server connection."""
+
+    def __init__(
+        self,
+        proxy: RPCProxy,
+        client: str,
+        peer: str,
+        client_streams: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        server_streams: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    ) -> None:
+        self._proxy = proxy
+        self._policy = proxy.policy
+        self._counters = proxy.counters
+        self._settings = proxy._settings
+        self._client = client
+        self._peer = peer
+        self._client_reader, self._client_writer = client_streams
+        self._server_reader, self._server_writer = server_streams
+        self._pending: dict[int, Pending] = {}
+        self._refusals = 0
+
+    async def run(self) -> None:
+        log.info(
+            "rpc proxy connection open client=%s peer=%s", self._client, self._peer
+        )
+        to_server = asyncio.create_task(self._pump_calls())
+        to_client = asyncio.create_task(self._pump_replies())
+        try:
+            await asyncio.wait({to_server, to_client}, return_when="FIRST_COMPLETED")
+        finally:
+            for task in (to_server, to_client):
+                task.cancel()
+            await asyncio.gather(to_server, to_client, return_exceptions=True)
+            self._server_writer.close()
+            log.info(
+                "rpc proxy connection closed client=%s peer=%s refused=%d",
+                self._client,
+                self._peer,
+                self._refusals,
+            )
+
+    async def _read(self, reader: asyncio.StreamReader) -> bytes:
+        try:
+            return await asyncio.wait_for(
+                reader.read(CHUNK_BYTES), self._settings.idle_timeout_s
+            )
+        except TimeoutError:
+            log.info(
+                "rpc proxy idle timeout client=%s peer=%s", self._client, self._peer
+            )
+            return b""
+        except ConnectionError:
+            return b""
+
+    async def _pump_calls(self) -> None:
+        records = RecordReader(self._settings.max_record_size)
+        while data := await self._read(self._client_reader):
+            try:
+                for record in records.feed(data):
+                    self._on_call_record(record.payload)
+            except RPCError as exc:
+                self._malformed("client", exc)
+                return
+            await self._drain_both()
+
+    async def _pump_replies(self) -> None:
+        records = RecordReader(self._settings.max_record_size)
+        while data := await self._read(self._server_reader):
+            try:
+                for record in records.feed(data):
+                    self._on_reply_record(record.payload)
+            except RPCError as exc:
+                self._malformed("server", exc)
+                return
+            await self._drain_both()
+
+    async def _drain_both(self) -> None:
+        try:
+            await self._server_writer.drain()
+            await self._client_writer.drain()
+        except ConnectionError:
+            pass
+
+    def _malformed(self, side: str, exc: RPCError) -> None:
+        self._counters.malformed_records += 1
+        log.warning(
+            "rpc proxy closing connection client=%s peer=%s: malformed record "
+            "from %s: %s",
+            self._client,
+            self._peer,
+            side,
+            exc,
+        )
+
+    def _on_call_record(self, payload: bytes) -> None:
+        xid, kind = peek_header(payload)
+        if kind is MsgType.REPLY:
+            # A reply to an NFSv4.1 callback the server sent on this
+            # connection; it carries no file access of the client's own.
+            self._server_writer.write(encode_record(payload))
+            return
+        decision = self._policy.check_call(self._client, payload, self._proxy._clock())
+        if isinstance(decision, Answer):
+            self._counters.calls_answered += 1
+            self._log_answer(decision)
+            self._client_writer.write(encode_record(decision.reply))
+            return
+        if len(self._pending) >= self._settings.max_pending_calls:
+            self._counters.too_many_pending += 1
+            raise RPCError(
+                f"more than {self._settings.max_pending_calls} calls awaiting replies"
+            )
+        self._pending[xid] = decision.pending
+        self._counters.calls_forwarded += 1
+        self._server_writer.write(encode_record(payload))
+
+    def _on_reply_record(self, payload: bytes) -> None:
+        xid, kind = peek_header(payload)
+        if kind is MsgType.CALL:
+            # An NFSv4.1 callback from the server to the client.
+            self._client_writer.write(encode_record(payload))
+            return
+        pending = self._pending.pop(xid, None)
+        if pending is None:
+            self._counters.unmatched_replies += 1
+            log.warning(
+                "rpc proxy dropped reply client=%s peer=%s xid=%#010x: no call",
+                self._client,
+                self._peer,
+                xid,
+            )
+            return
+        self._counters.replies += 1
+        self._client_writer.write(
+            encode_record(self._policy.check_reply(self._client, pending, payload))
+        )
+
+    def _log_answer(self, answer: Answer) -> None:
+        if answer.refusal is None:
+            log.debug(
+                "rpc proxy answered client=%s xid=%#010x", self._client, answer.xid
+            )
+            return
+        self._refusals += 1
+        if self._refusals <= MAX_REFUSAL_LINES:
+            log.warning(
+                "rpc proxy refused call client=%s peer=%s xid=%#010x reason=%s: %s",
+                self._client,
+                self._peer,
+                answer.xid,
+                answer.refusal.value,
+                answer.detail,
+            )
+        elif self._refusals == MAX_REFUSAL_LINES + 1:
+            log.warning(
+                "rpc proxy client=%s peer=%s: more refusals on this connection "
+                "are counted, not logged",
+                self._client,
+                self._peer,
+            )
+
+
+def original_destination(sock: socket.socket) -> Endpoint:
+    """Return the address a REDIRECTed connection was sent to (SO_ORIGINAL_DST).
+
+    Raises TunnelError when the socket was not redirected by netfilter.
+    """
+    try:
+        if sock.family == socket.AF_INET6:
+            raw = sock.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
+            port = struct.unpack_from("!H", raw, 2)[0]
+            return str(ipaddress.IPv6Address(raw[8:24])), port
+        raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    except OSError as exc:
+        raise TunnelError(
+            f"rpc proxy: no original destination on a connection to "
+            f"{sock.getsockname()}: {exc.strerror}; is the nftables REDIRECT "
+            "rule in place, or does the listener need an upstream?"
+        ) from exc
+    port, packed = struct.unpack_from("!2xH4s", raw)
+    return str(ipaddress.IPv4Address(packed)), port
+
+
+async def connect_upstream(
+    upstream: Endpoint, reserved_source_port: bool
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection to the server, from a port below 1024 if asked."""
+    if not reserved_source_port:
+        return await asyncio.open_connection(upstream[0], upstream[1])
+    family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
+    sock = _bind_reserved(family)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, upstream)
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
+
+
+def _bind_reserved(family: socket.AddressFamily) -> socket.socket:
+    ports = random.sample(RESERVED_PORTS, RESERVED_PORT_TRIES)
+    last: OSError | None = None
+    for port in ports:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.bind(("", port))
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        return sock
+    raise OSError(
+        f"no free source port below 1024 after {RESERVED_PORT_TRIES} tries "
+        f"({last}); set rpc_proxy.reserved_source_port = false if the server "
+        "does not demand one"
+    )
+
+
+async def start_rpc_proxy(
+    policy: RPCPolicy,
+    addresses: Mapping[str, str],
+    listeners: tuple[Listener, ...],
+    settings: ProxySettings,
+) -> RPCProxy:
+    """Create a proxy for ``policy`` and start every listener."""
+    proxy = RPCProxy(policy, addresses, settings)
+    try:
+        for listener in listeners:
+            await proxy.listen(listener)
+    except BaseException:
+        await proxy.close()
+        raise
+    return proxy
+
+
+# -- configuration ------------------------------------------------------------
+
+
+def read_proxy_config(root: ConfigReader) -> ProxyConfig:
+    """Read ``[rpc_proxy]``, ``[[rpc_proxy.listener]]`` and ``[[policy.*]]``.
+
+    Errors are collected in ``root``; the caller runs ``root.finish()``.
+    """
+    table = root.table("rpc_proxy")
+    nfs4 = table.get_choice("nfs4", "refuse", [mode.value for mode in NFS4Mode])
+    size = table.get_int(
+        "handle_table_size", DEFAULT_HANDLE_TABLE_SIZE, min=64, max=10_000_000
+    )
+    proxy = ProxySettings(
+        connect_timeout_s=table.get_float("connect_timeout_s", 10.0, min=0.1, max=600),
+        idle_timeout_s=table.get_float("idle_timeout_s", 900.0, min=1, max=86400),
+        max_pending_calls=table.get_int("max_pending_calls", 4096, min=1, max=65536),
+        max_record_size=table.get_int(
+            "max_record_size", DEFAULT_MAX_RECORD_SIZE, min=4096, max=64 << 20
+        ),
+        reserved_source_port=table.get_bool("reserved_source_port", True),
+    )
+    listeners = tuple(_read_listener(item) for item in table.tables("listener"))
+    policy = root.table("policy")
+    clients, addresses = _read_clients(policy)
+    users = {name: exports for name, exports in _read_users(policy)}
+    settings = PolicySettings(clients, users, NFS4Mode(nfs4), size)
+    return ProxyConfig(settings, proxy, listeners, addresses)
+
+
+def _read_endpoint(reader: ConfigReader, key: str) -> Endpoint | None:
+    value = reader.get_str(key, "")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        reader.error(key, value, "must be host:port")
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _read_listener(reader: ConfigReader) -> Listener:
+    reader.require("listen")
+    listen = _read_endpoint(reader, "listen") or ("", 0)
+    upstream = _read_endpoint(reader, "upstream") if reader.has("upstream") else None
+    return Listener(listen[0], listen[1], upstream)
+
+
+def _read_exports(reader: ConfigReader) -> tuple[Components, ...]:
+    reader.require("exports")
+    exports: list[Components] = []
+    for text in reader.get_str_list("exports", ()):
+        try:
+            path = split_path(text.encode())
+        except ValueError:
+            reader.error("exports", text, "must be an absolute path without . or ..")
+            continue
+        if not text.startswith("/"):
+            reader.error("exports", text, "must be an absolute path")
+            continue
+        exports.append(path)
+    return tuple(exports)
+
+
+def _read_clients(
+    policy: ConfigReader,
+) -> tuple[tuple[ClientRule, ...], dict[str, str]]:
+    rules: list[ClientRule] = []
+    addresses: dict[str, str] = {}
+    for reader in policy.tables("client"):
+        reader.require("name")
+        name = reader.get_str("name", "")
+        exports = _read_exports(reader)
+        users = reader.get_str_list("users", ("*",))
+        flavors = _read_flavors(reader)
+        rule = ClientRule(
+            name,
+            exports,
+            None if "*" in users else frozenset(users),
+            reader.get_bool("allow_root", False),
+            flavors,
+        )
+        rules.append(rule)
+        if reader.has("address"):
+            address = reader.get_str("address", "")
+            try:
+                addresses[str(ipaddress.ip_address(address))] = name
+            except ValueError:
+                reader.error("address", address, "must be an IP address")
+    return tuple(rules), addresses
+
+
+def _read_flavors(reader: ConfigReader) -> frozenset[int]:
+    names = reader.get_str_list("flavors", ("sys",))
+    flavors: set[int] = set()
+    for name in names:
+        if name not in FLAVOR_NAMES:
+            reader.error("flavors", name, f"must be one of {', '.join(FLAVOR_NAMES)}")
+            continue
+        flavors.add(FLAVOR_NAMES[name])
+    return frozenset(flavors)
+
+
+def _read_users(policy: ConfigReader) -> list[tuple[str, tuple[Components, ...]]]:
+    users: list[tuple[str, tuple[Components, ...]]] = []
+    for reader in policy.tables("user"):
+        reader.require("name")
+        users.append((reader.get_str("name", ""), _read_exports(reader)))
+    return users
+
+
+# -- standalone runner --------------------------------------------------------
+
+
+async def _run_standalone(path: Path) -> None:
+    from spoolgate.tunnel import login
+
+    root = ConfigReader(load_toml(path), str(path))
+    config, login_config = build(
+        root, lambda r: (read_proxy_config(r), login.read_login_config(r))
+    )
+    if not config.listeners:
+        raise ConfigError(f"{path}: rpc_proxy.listener: give at least one listener")
+    policy = RPCPolicy(config.policy)
+    proxy = await start_rpc_proxy(
+        policy, config.addresses, config.listeners, config.proxy
+    )
+    service = await login.start_login_service(policy, config.addresses, login_config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("rpc proxy and login service running config=%s", path)
+    try:
+        await stop.wait()
+    finally:
+        await service.close()
+        await proxy.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the proxy and login service from a config file, without the tunnel.
+
+    For labs and tests: ``python -m spoolgate.tunnel.rpcproxy --config F``.
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", type=Path, required=True, help="TOML file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run_standalone(args.config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
