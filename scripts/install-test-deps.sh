@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests talk to: mail clients and a delivery
-# agent for the POP3 interop tests, NFS-Ganesha and libnfs for the NFS lab,
+# Install the Debian packages the tests talk to: mail clients, a delivery
+# agent and Dovecot (the reference server) for the POP3 interop tests,
+# NFS-Ganesha and libnfs for the NFS lab,
 # nftables and iproute2 for the bastion. Needs root; without root it says
 # which tests will be skipped and exits 0.
 set -euo pipefail
 
 PKGS=(
-    procmail fetchmail mpop getmail6 curl
+    procmail fetchmail mpop getmail6 curl dovecot-core dovecot-pop3d
     nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils openvpn openssl
     iproute2 nftables procps util-linux libpam-modules passwd
 )
