@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spoolgate.config import ConfigReader, build, check_secret_file, load_toml
-from spoolgate.errors import ConfigError
+from spoolgate.errors import ConfigError, MboxError
 from spoolgate.mbox.index import Variant
 from spoolgate.mbox.lock import LockSettings
 
@@ -23,6 +23,7 @@ __all__ = [
     "MaildropConfig",
     "ServerConfig",
     "TLSConfig",
+    "check_maildrop_user",
     "load_server_config",
 ]
 
@@ -33,7 +34,7 @@ RFC_MIN_IDLE_TIMEOUT_S = 600.0
 
 
 class AuthBackend(enum.Enum):
-    """Which authentication backend checks passwords."""
+    """The authentication backend that checks passwords."""
 
     PASSWD = "passwd"
     PAM = "pam"
@@ -41,7 +42,7 @@ class AuthBackend(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ListenConfig:
-    """Where the server listens; a port of 0 picks a free port.
+    """The listening address and ports. A port of 0 picks a free port.
 
     ``pop3_port`` serves POP3 with STLS, ``pop3s_port`` implicit TLS
     (RFC 8314). Either may be None to disable that listener.
@@ -71,11 +72,11 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class MaildropConfig:
-    """Where each user's mbox and index cache live.
+    """The paths of each user's mbox and index cache.
 
     ``mbox`` and ``cache`` are templates with ``{user}`` replaced by the
-    login name; the protocol layer rejects names with ``/``, ``\\``, ``:``
-    or a leading ``.``, so ``{user}`` cannot leave the directory.
+    login name. ``check_maildrop_user`` rejects names with ``/`` or a NUL
+    and names starting with ``.``, so ``{user}`` cannot leave the directory.
     """
 
     mbox: str = DEFAULT_MBOX_TEMPLATE
@@ -84,12 +85,27 @@ class MaildropConfig:
     locking: LockSettings = field(default_factory=LockSettings)
 
     def mbox_path(self, user: str) -> Path:
-        """Return the mbox of ``user``."""
+        """Return the mbox of ``user``; raise MboxError for an unsafe name."""
+        check_maildrop_user(user)
         return Path(self.mbox.format(user=user))
 
     def cache_dir(self, user: str) -> Path:
-        """Return the index cache directory of ``user``."""
+        """Return the index cache directory of ``user``; see ``mbox_path``."""
+        check_maildrop_user(user)
         return Path(self.cache.format(user=user))
+
+
+def check_maildrop_user(user: str) -> None:
+    """Raise MboxError unless ``user`` is safe as one path component.
+
+    The protocol layer already rejects such names from clients; this also
+    covers names an authentication backend returns (PAM may map names).
+    """
+    if not user or user.startswith(".") or "/" in user or "\0" in user:
+        raise MboxError(
+            f"user name {user!r} cannot name a maildrop: it is empty, starts "
+            "with '.' or contains '/' or NUL; rename the user in the backend"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,12 @@
 
 ``MaildropStore.open(user)`` claims the maildrop for one session, takes
 the mbox lock, loads or refreshes the index, and releases the lock again:
-the session works on that snapshot (RFC 1939 section 8), so mail
-delivered meanwhile is neither shown nor touched. ``expunge`` takes the
-lock once more, maps the session's deletions by UIDL onto the current
-index and removes them in place; the index cache is updated without a
+the session works on that snapshot, so mail delivered meanwhile is
+neither shown nor touched. RFC 1939 section 4 asks only that messages
+are not changed or removed before the UPDATE state; the snapshot keeps
+that without blocking delivery for the whole session. ``expunge`` takes the
+lock once more and maps the session's deletions by UIDL onto the current
+index. It removes them in place and updates the index cache without a
 rescan. Closing without ``expunge`` removes nothing.
 
 A maildrop is claimed twice over: in an in-process registry, and with an

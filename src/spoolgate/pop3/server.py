@@ -2,7 +2,7 @@
 
 Theory of operation. Each connection gets a session id and one task that
 drives a sans-IO ``POP3Session`` (``spoolgate.pop3.protocol``): it feeds
-received octets in, carries out the events that come out, and answers
+received octets in, carries out the events that come out, and resolves
 the paused ones. Everything that blocks (password hashing, PAM, mbox
 locking, indexing, reading and expunging) runs in a worker thread, so a
 slow mbox never stalls other sessions. Messages are streamed in chunks
@@ -91,7 +91,7 @@ KIND_POP3S = "pop3s"
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """What a config reload replaces: settings, TLS context, password backend."""
+    """The parts a config reload replaces: settings, TLS context, password backend."""
 
     config: ServerConfig
     protocol: ProtocolConfig
@@ -432,7 +432,7 @@ class _Connection:
                 await self._flush()
                 await self._receive(session)
             elif event is Pending.PAUSED:
-                raise AssertionError("session paused without an event to answer")
+                raise AssertionError("session paused without an event to resolve")
             else:
                 closed = await self._handle(session, event)
                 if closed:
@@ -624,7 +624,7 @@ class _Connection:
                     maildrop.read_chunk, chunks, STREAM_CHUNK_BYTES
                 )
             except (MboxError, OSError) as exc:
-                # The +OK is out: only dropping the connection tells the
+                # The +OK is out, so only dropping the connection shows the
                 # client that the message is incomplete.
                 self._writer.transport.abort()
                 raise _SessionEndError(f"read failed mid-message: {exc}") from exc
