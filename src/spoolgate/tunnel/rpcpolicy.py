@@ -494,9 +494,13 @@ class RPCPolicy:
     def _is_above_allowed(
         self, rule: ClientRule, binding: Binding | None, path: Components
     ) -> bool:
+        # Above the client's list, or above a user's export that lies
+        # inside it (``/export`` for a user allowed only ``/export/bob``).
+        if not (_is_above(path, rule.exports) or _is_under(path, rule.exports)):
+            return False
         user_exports = self._user_exports(binding)
         exports = rule.exports if user_exports is None else user_exports
-        return _is_above(path, exports) and _is_above(path, rule.exports)
+        return _is_above(path, exports)
 
     def _user_exports(self, binding: Binding | None) -> tuple[Components, ...] | None:
         if binding is None:
