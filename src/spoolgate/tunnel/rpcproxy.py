@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import ipaddress
 import logging
 import random
@@ -67,7 +68,7 @@ MAX_REFUSAL_LINES = 10
 # Ports below 1024 a root process may bind; Linux knfsd's default "secure"
 # export option accepts only these as client ports.
 RESERVED_PORTS = range(600, 1024)
-RESERVED_PORT_TRIES = 32
+RESERVED_PORT_TRIES = 64
 
 FLAVOR_NAMES = {"none": 0, "sys": 1, "gss": 6}
 
@@ -223,6 +224,13 @@ class RPCProxy:
             server = await self._connect(upstream, client, peer_text)
             if server is None:
                 return
+            log.info(
+                "rpc proxy connection open client=%s peer=%s server=%s:%d",
+                client,
+                peer_text,
+                upstream[0],
+                upstream[1],
+            )
             connection = _Connection(self, client, peer_text, (reader, writer), server)
             await connection.run()
         finally:
@@ -440,28 +448,28 @@ async def connect_upstream(
     if not reserved_source_port:
         return await asyncio.open_connection(upstream[0], upstream[1])
     family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
-    sock = _bind_reserved(family)
-    try:
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, upstream)
-    except BaseException:
-        sock.close()
-        raise
-    return await asyncio.open_connection(sock=sock)
-
-
-def _bind_reserved(family: socket.AddressFamily) -> socket.socket:
-    ports = random.sample(RESERVED_PORTS, RESERVED_PORT_TRIES)
     last: OSError | None = None
-    for port in ports:
+    for port in random.sample(RESERVED_PORTS, RESERVED_PORT_TRIES):
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
+            # The proxy closes first, so its old connections sit in
+            # TIME_WAIT on these ports; SO_REUSEADDR lets a new connection
+            # to another (address, port) use them, and connect() fails with
+            # EADDRNOTAVAIL only if the whole 4-tuple is still taken.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("", port))
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, upstream)
         except OSError as exc:
             sock.close()
+            if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                raise
             last = exc
             continue
-        return sock
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
     raise OSError(
         f"no free source port below 1024 after {RESERVED_PORT_TRIES} tries "
         f"({last}); set rpc_proxy.reserved_source_port = false if the server "
@@ -598,7 +606,7 @@ def _read_users(policy: ConfigReader) -> list[tuple[str, tuple[Components, ...]]
 # -- standalone runner --------------------------------------------------------
 
 
-async def _run_standalone(path: Path) -> None:
+async def _run_standalone(path: Path, ready_file: Path | None) -> None:
     from spoolgate.tunnel import login
 
     root = ConfigReader(load_toml(path), str(path))
@@ -617,6 +625,8 @@ async def _run_standalone(path: Path) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log.info("rpc proxy and login service running config=%s", path)
+    if ready_file is not None:
+        ready_file.write_text("ready\n")
     try:
         await stop.wait()
     finally:
@@ -631,14 +641,19 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--config", type=Path, required=True, help="TOML file")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO")
+    parser.add_argument(
+        "--ready-file", type=Path, help="write this file once listening (default: none)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log DEBUG (default: INFO)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run_standalone(args.config))
+        asyncio.run(_run_standalone(args.config, args.ready_file))
     return 0
 
 
