@@ -47,6 +47,9 @@ EXPIRY_LOGIN_PORT = 7461
 EXPIRY_NFS_PORT = 3049
 EXPIRY_MNT_PORT = 30048
 EXPIRY_TTL_S = 3.0
+NFS4_NFS_PORT = 4049
+NFS4_MNT_PORT = 40048
+NFS4_LOGIN_PORT = 7471
 OTHER_UID = 4242
 FILE_BYTES = 1_234_567
 
@@ -537,5 +540,32 @@ def test_proxy_binding_expires(proxy_lab: ProxyLab) -> None:
         assert (
             mnt_auth_stat(proxy_lab, EXPIRY_MNT_PORT) is message.AuthStat.AUTH_BADCRED
         )
+    finally:
+        stop(process)
+
+
+def test_proxy_nfs4_enforced_paths(proxy_lab: ProxyLab) -> None:
+    lab = proxy_lab.lab
+    text = proxy_config(
+        lab.config, proxy_lab.work, proxy_lab.user, ttl_s=600,
+        ports=(NFS4_NFS_PORT, NFS4_MNT_PORT, NFS4_LOGIN_PORT),
+    ).replace('nfs4 = "refuse"', 'nfs4 = "enforce"')  # fmt: skip
+    process = start_proxy(lab, proxy_lab.work, "nfs4", text)
+    params = {"nfsport": NFS4_NFS_PORT, "uid": proxy_lab.uid, "gid": proxy_lab.gid}
+    try:
+        proxy_lab.login(NFS4_LOGIN_PORT)
+        url = lab.nfs_url(
+            "allowed/own/data.bin", version=4, host=proxy_lab.bastion, params=params
+        )
+        out = proxy_lab.work / "v4-read.bin"
+        result = lab.run("client", ["nfs-cp", url, str(out)], timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert out.read_bytes() == data_on_falcon(proxy_lab)
+        secret = lab.nfs_url("secret", version=4, host=proxy_lab.bastion, params=params)
+        listing = lab.run("client", ["nfs-ls", secret], timeout=60, check=False)
+        assert listing.returncode != 0
+        assert "plans.txt" not in listing.stdout
+        log = (proxy_lab.work / "nfs4.log").read_text()
+        assert "reason=nfs4_path:" in log
     finally:
         stop(process)

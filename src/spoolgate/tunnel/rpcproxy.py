@@ -280,9 +280,6 @@ class _Connection:
         self._refusals = 0
 
     async def run(self) -> None:
-        log.info(
-            "rpc proxy connection open client=%s peer=%s", self._client, self._peer
-        )
         to_server = asyncio.create_task(self._pump_calls())
         to_client = asyncio.create_task(self._pump_replies())
         try:
