@@ -257,8 +257,8 @@ class LoginServerProtocol:
         """Add received bytes; return the requests they complete.
 
         Raises LoginProtocolError for a line over the limit, a malformed
-        request, or a second proof on one nonce; the caller replies BAD
-        and closes the session.
+        request, or a second proof on one nonce. The caller then replies
+        BAD and closes the session.
         """
         self._buffer += data
         requests: list[Request] = []

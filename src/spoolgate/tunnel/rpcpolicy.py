@@ -91,7 +91,7 @@ class Refusal(enum.Enum):
 
 
 class NFS4Mode(enum.Enum):
-    """What happens to NFSv4 calls."""
+    """Handling of NFSv4 calls: refused outright, or checked path by path."""
 
     REFUSE = "refuse"
     ENFORCE = "enforce"
@@ -102,7 +102,7 @@ class ClientRule:
     """The policy of one tunnel client, by its certificate's name.
 
     ``users`` is None when any user with a valid proof may log in.
-    ``flavors`` holds the RPC credential flavour numbers accepted.
+    ``flavors`` contains the RPC credential flavour numbers accepted.
     """
 
     name: str
@@ -145,7 +145,7 @@ class Binding:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Pending:
-    """What the reply to a forwarded call needs: what to learn or filter."""
+    """State a forwarded call leaves for its reply: what to learn or filter."""
 
     prog: int
     vers: int
@@ -525,8 +525,9 @@ class RPCPolicy:
             # An empty mount list: the server's list names only the bastion.
             return Answer(call.xid, message.build_success(call, b"\0\0\0\0"), None)
         if proc in (mount.MountProc.UMNT, mount.MountProc.UMNTALL):
-            # Answered here: forwarded, one client's UMNT would remove the
-            # bastion's entry, which every client shares, from the server.
+            # Answered here, because the server's mount list has one entry
+            # for the bastion that all clients share, and a forwarded UMNT
+            # from one client would remove it.
             return Answer(call.xid, message.build_success(call, b""), None)
         if proc == mount.MountProc.MNT:
             return self._check_mnt(state, call, args, now)
@@ -793,8 +794,8 @@ class RPCPolicy:
             path = self._resolve_quietly(state, position)
             if path is None:
                 continue
-            # Learned for any user of this client; each call rechecks the
-            # path against its own user's allow-list.
+            # Learned for every user of this client. Each call checks the
+            # path again against its own user's allow-list.
             if _is_under(path, rule.exports):
                 pin = path in rule.exports
                 state.handles.learn(_V4 + handle, path, pin=pin)

@@ -107,7 +107,7 @@ class ProxyConfig:
 
 @dataclasses.dataclass(slots=True)
 class ProxyCounters:
-    """What the proxy has done since it started, for the status output."""
+    """Counts of the proxy's connections, calls and replies, for status output."""
 
     connections: int = 0
     unknown_peers: int = 0
