@@ -362,3 +362,24 @@ def test_spoolgate_login_command_password_stdin(
     out = capsys.readouterr().out
     assert '"ok": true' in out
     assert setup.password not in out
+
+
+def test_login_parallel_failures_are_serialised(setup: Setup) -> None:
+    wrong = setup.password + "x"
+
+    async def body(service: LoginService, policy: RPCPolicy) -> None:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    login_once,
+                    service.port,
+                    lambda nonce: PasswordLogin(setup.user, wrong),
+                )
+                for _ in range(3)
+            )
+        )
+        assert [ok for ok, _, _ in results] == [False, False, False]
+        assert time.monotonic() - started >= 3 * FAILURE_DELAY_S
+
+    run_service(setup, body)

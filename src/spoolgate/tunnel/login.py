@@ -472,6 +472,7 @@ class LoginService:
         self._authenticator = authenticator or PAMAuthenticator(settings.pam_service)
         self._clock = clock
         self._server: asyncio.Server | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
         self.failures = 0
         self.logins = 0
 
@@ -580,15 +581,19 @@ class LoginService:
             return format_reply(True, "unbound" if removed else "not bound")
         assert isinstance(request, PasswordLogin | KeyLogin)
         method = "password" if isinstance(request, PasswordLogin) else "ssh-key"
-        try:
-            if method not in self._settings.methods:
-                raise LoginFailedError(f"login: method {method} is not enabled")
-            identity = await self._prove(nonce, request)
-            binding = self._policy.bind(
-                client, identity, self._clock(), self._settings.ttl_s
-            )
-        except AuthError as exc:
-            return await self._failed(client, peer, request.user, method, exc)
+        # One proof at a time per client, failure delay included, so parallel
+        # connections do not multiply the rate of guesses.
+        lock = self._locks.setdefault(client, asyncio.Lock())
+        async with lock:
+            try:
+                if method not in self._settings.methods:
+                    raise LoginFailedError(f"login: method {method} is not enabled")
+                identity = await self._prove(nonce, request)
+                binding = self._policy.bind(
+                    client, identity, self._clock(), self._settings.ttl_s
+                )
+            except AuthError as exc:
+                return await self._failed(client, peer, request.user, method, exc)
         self.logins += 1
         gids = ",".join(str(gid) for gid in sorted(identity.gids))
         log.info(

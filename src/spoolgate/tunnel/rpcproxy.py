@@ -257,6 +257,10 @@ class RPCProxy:
             return None
 
 
+class _TooManyPendingError(RPCError):
+    """A client sent more calls than ``max_pending_calls`` before replies came."""
+
+
 class _Connection:
     """One client connection and its server connection."""
 
@@ -339,9 +343,10 @@ class _Connection:
             pass
 
     def _malformed(self, side: str, exc: RPCError) -> None:
-        self._counters.malformed_records += 1
+        if not isinstance(exc, _TooManyPendingError):
+            self._counters.malformed_records += 1
         log.warning(
-            "rpc proxy closing connection client=%s peer=%s: malformed record "
+            "rpc proxy closing connection client=%s peer=%s: bad record stream "
             "from %s: %s",
             self._client,
             self._peer,
@@ -364,7 +369,7 @@ class _Connection:
             return
         if len(self._pending) >= self._settings.max_pending_calls:
             self._counters.too_many_pending += 1
-            raise RPCError(
+            raise _TooManyPendingError(
                 f"more than {self._settings.max_pending_calls} calls awaiting replies"
             )
         self._pending[xid] = decision.pending
