@@ -327,3 +327,21 @@ def test_proxy_relays_server_callback_and_client_reply() -> None:
         assert proxy.counters.calls_forwarded == 2
 
     run(body, FakeServer(callback=callback))
+
+
+def test_proxy_listener_without_upstream_needs_redirect() -> None:
+    async def main() -> None:
+        proxy = await start_rpc_proxy(
+            make_policy(),
+            {"127.0.0.1": "alice"},
+            (Listener("127.0.0.1", 0),),
+            ProxySettings(reserved_source_port=False),
+        )
+        try:
+            client = await Client.connect(proxy.sockets[0][1])
+            assert await asyncio.wait_for(client.is_closed(), TIMEOUT_S)
+            assert proxy.counters.upstream_failures == 1
+        finally:
+            await proxy.close()
+
+    asyncio.run(main())

@@ -218,9 +218,14 @@ class RPCProxy:
                 self.counters.unknown_peers += 1
                 log.warning("rpc proxy refused connection peer=%s: unknown", peer_text)
                 return
-            upstream = listener.upstream or original_destination(
-                writer.get_extra_info("socket")
-            )
+            try:
+                upstream = listener.upstream or original_destination(
+                    writer.get_extra_info("socket")
+                )
+            except TunnelError as exc:
+                self.counters.upstream_failures += 1
+                log.error("rpc proxy closing connection peer=%s: %s", peer_text, exc)
+                return
             server = await self._connect(upstream, client, peer_text)
             if server is None:
                 return
