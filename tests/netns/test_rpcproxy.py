@@ -2,9 +2,10 @@
 
 The lab runs with LAB_FORWARD=0, so the client reaches falcon only through
 the proxy. The proxy listens on the bastion's client-side address on ports
-2049 and 20048 with falcon as upstream (libnfs URLs name them with nfsport
-and mountport), and on one more port that an nftables REDIRECT rule in the
-bastion feeds, as the bastion does with tunnel traffic (SO_ORIGINAL_DST).
+2049 and 20048 with falcon as upstream, and libnfs URLs name these ports
+with nfsport and mountport. It also listens on one more port, which an
+nftables REDIRECT rule in the bastion feeds (SO_ORIGINAL_DST), as the
+bastion does with tunnel traffic.
 The allow-list names /export/allowed; /export/secret stands for an export
 the client must not reach.
 """
@@ -124,7 +125,7 @@ class ProxyLab:
         return log.count(f"reason={reason}:")
 
     def read_refused(self, reason: str, path: str, **url: int) -> bool:
-        """Read through the proxy; True if it failed and the proxy said why."""
+        """Read through the proxy; True if it failed and the proxy logged the reason."""
         before = self.refusals(reason)
         return self.read(path, **url) is None and self.refusals(reason) > before
 
