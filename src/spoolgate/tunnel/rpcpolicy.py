@@ -303,6 +303,22 @@ _NAVIGATION_OPS = frozenset(
     }
 )
 
+# The longest leading fields nfs3.parse_call_args reads: RENAME's two
+# handles (4 + 64 bytes each) and two names (4 + 255 + padding each).
+_NFS3_ARGS_PREFIX = 2 * (4 + 64) + 2 * (4 + 256)
+
+# NFSv3 procedures whose successful replies issue handles.
+_ISSUING_PROCS = frozenset(
+    {
+        nfs3.Nfs3Proc.LOOKUP,
+        nfs3.Nfs3Proc.CREATE,
+        nfs3.Nfs3Proc.MKDIR,
+        nfs3.Nfs3Proc.SYMLINK,
+        nfs3.Nfs3Proc.MKNOD,
+        nfs3.Nfs3Proc.READDIRPLUS,
+    }
+)
+
 _PMAP_V2_PROCS = frozenset(
     {portmap.PmapProc.NULL, portmap.PmapProc.GETPORT, portmap.PmapProc.DUMP}
 )
@@ -418,13 +434,15 @@ class RPCPolicy:
             raise _refuse(
                 call, message.build_rpc_mismatch(call), Refusal.VERSION, "rpcvers"
             )
-        args = payload[call.args_offset :]
         if call.prog == portmap.PMAP_PROGRAM:
             return _check_portmap(call)
         if call.prog == mount.MOUNT_PROGRAM:
-            return self._check_mount(state, call, args, now)
+            return self._check_mount(state, call, payload[call.args_offset :], now)
         if call.prog == nfs3.NFS_PROGRAM:
-            return self._check_nfs(state, call, args, now)
+            # NFSv3 arguments are read only up to their leading handles and
+            # names, so the data of a 1 MiB WRITE is not copied.
+            end = None if call.vers == 4 else call.args_offset + _NFS3_ARGS_PREFIX
+            return self._check_nfs(state, call, payload[call.args_offset : end], now)
         raise _refuse(
             call,
             message.build_prog_unavail(call),
@@ -720,7 +738,7 @@ class RPCPolicy:
         reply = message.parse_reply(payload)
         if state is None or not isinstance(reply, message.AcceptedReply):
             return payload
-        if reply.accept_stat is not AcceptStat.SUCCESS:
+        if reply.accept_stat is not AcceptStat.SUCCESS or not _teaches(pending):
             return payload
         results = payload[reply.results_offset :]
         try:
@@ -835,6 +853,15 @@ class RPCPolicy:
             "refused": {reason.value: n for reason, n in self.refused.items()},
             "replies_unparsed": self.replies_unparsed,
         }
+
+
+def _teaches(pending: Pending) -> bool:
+    """Tell whether the reply to ``pending`` must be read: learned or filtered."""
+    if pending.prog == mount.MOUNT_PROGRAM:
+        return True
+    if pending.compound is not None:
+        return bool(pending.compound.getfh)
+    return pending.proc in _ISSUING_PROCS and pending.root is not None
 
 
 def _refuse(call: Call, reply: bytes, refusal: Refusal, detail: str) -> _RefusedError:
