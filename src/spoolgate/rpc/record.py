@@ -94,6 +94,9 @@ class RecordReader:
             self._check_size(size)
             if len(self._buffer) < 4 + size:
                 break
+            if header & LAST_FRAGMENT and not self._fragments:
+                records.append(self._take_single(size))
+                continue
             self._payload += self._buffer[4 : 4 + size]
             del self._buffer[: 4 + size]
             self._fragments += 1
@@ -109,6 +112,14 @@ class RecordReader:
                 f"record stream: record of at least {total} bytes exceeds the "
                 f"limit of {self._max_record_size}; closing the connection"
             )
+
+    def _take_single(self, size: int) -> Record:
+        # A record in one fragment, as clients send almost every record:
+        # copy it out once, without the intermediate payload buffer.
+        with memoryview(self._buffer) as view:
+            payload = bytes(view[4 : 4 + size])
+        del self._buffer[: 4 + size]
+        return Record(payload=payload, fragments=1)
 
     def _finish_record(self) -> Record:
         record = Record(payload=bytes(self._payload), fragments=self._fragments)
