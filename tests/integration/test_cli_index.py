@@ -178,7 +178,14 @@ def test_demo_json_shows_new_hit_append(
 ) -> None:
     state = tmp_path / "state"
     code, report = run_json(
-        capsys, "demo", "--state-dir", str(state), "--messages", "30", "--json"
+        capsys,
+        "demo",
+        "--state-dir",
+        str(state),
+        "--messages",
+        "30",
+        "--json",
+        "--no-serve",
     )
     assert code == 0
     assert [build["refresh"] for build in report["builds"]] == ["new", "hit", "append"]
@@ -191,8 +198,15 @@ def test_demo_copies_given_mbox(
 ) -> None:
     state = tmp_path / "state"
     _, report = run_json(
-        capsys, "demo", "--state-dir", str(state), "--mbox", str(mbox), "--json"
+        capsys,
+        "demo",
+        "--state-dir",
+        str(state),
+        "--mbox",
+        str(mbox),
+        "--json",
+        "--no-serve",
     )
-    assert report["mbox"] == str(state / "spool" / "ann")
+    assert report["mbox"] == str(state / "spool" / "demo")
     assert report["builds"][0]["messages"] == 10
     assert mbox.read_bytes() == generated(10)

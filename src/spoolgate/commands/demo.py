@@ -4,6 +4,8 @@ The demo keeps everything under one state directory: ``spool/`` holds the
 demo mbox and ``cache/`` its index cache. It builds the index twice (a new
 cache, then a hit), appends one generated message as a delivery agent
 would, and builds again (an append that parses only the new bytes).
+Then it serves the mbox over POP3 and POP3S on 127.0.0.1 for the user
+``demo`` (``spoolgate.demo``) until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from spoolgate.demo import (
+    DEFAULT_POP3_PORT,
+    DEFAULT_POP3S_PORT,
+    DEMO_USER,
+    check_ports,
+    prepare_site,
+    serve_site,
+)
 from spoolgate.errors import ConfigError, MboxError
 from spoolgate.mbox.cache import RefreshReport, cache_path_for, open_index
 from spoolgate.mbox.generate import GenerateOptions, generate_bytes, generate_file
@@ -43,9 +53,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``demo`` subcommand."""
     parser = subparsers.add_parser(
         "demo",
-        help="generate a demo mbox and show the index cache outcomes",
+        help="generate a demo mbox, show the index cache, serve it over POP3",
         description="Generate a realistic demo mbox (or copy yours), build its "
-        "index (new, then hit), append one message and build again (append).",
+        "index (new, then hit), append one message and build again (append). "
+        "Then serve it on 127.0.0.1 over POP3 (STLS) and POP3S for the user "
+        "'demo' with a random password and a self-signed certificate, and "
+        "print how to fetch it with curl, mpop and fetchmail.",
     )
     parser.add_argument(
         "--state-dir",
@@ -65,23 +78,54 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_MESSAGES,
         help=f"messages in a generated mbox (default: {DEFAULT_MESSAGES})",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--pop3-port",
+        type=int,
+        default=DEFAULT_POP3_PORT,
+        help=f"POP3 (STLS) port, any free port if taken or 0 "
+        f"(default: {DEFAULT_POP3_PORT})",
+    )
+    parser.add_argument(
+        "--pop3s-port",
+        type=int,
+        default=DEFAULT_POP3S_PORT,
+        help=f"POP3S port, any free port if taken or 0 (default: {DEFAULT_POP3S_PORT})",
+    )
+    parser.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="only show the index cache outcomes, do not start the server",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object; when serving, one line with the connection "
+        "details (host, ports, user, password, mbox, state_dir) before serving",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo steps and print the outcomes."""
+    """Run the index steps, print the outcomes, then serve the demo mbox."""
     if args.messages < 1:
         raise ConfigError(f"--messages must be at least 1, got {args.messages}")
+    check_ports(args.pop3_port, args.pop3s_port)
     state_dir: Path = args.state_dir
     mbox, source = prepare_mbox(state_dir, args.mbox, args.messages)
-    cache_dir = state_dir / "cache"
+    # The server's cache template is cache/{user}, so it finds this cache.
+    cache_dir = state_dir / "cache" / DEMO_USER
     # Start from no cache, so the first build shows the "new" outcome.
     cache_path_for(mbox, cache_dir).unlink(missing_ok=True)
     steps = [build(mbox, cache_dir), build(mbox, cache_dir)]
     appended = append_generated_message(mbox, seed=DEFAULT_SEED + os.path.getsize(mbox))
     steps.append(build(mbox, cache_dir))
-    _print(args.json, state_dir, mbox, source, steps, appended, cache_dir)
+    if args.no_serve or not args.json:
+        _print(args.json, state_dir, mbox, source, steps, appended, cache_dir)
+    if args.no_serve:
+        return 0
+    site = prepare_site(state_dir, mbox, args.pop3_port, args.pop3s_port)
+    extra = {"source": source, "builds": [asdict(step) for step in steps]}
+    serve_site(site, as_json=args.json, messages=steps[-1].messages, extra=extra)
     return 0
 
 
@@ -92,7 +136,8 @@ def prepare_mbox(
     spool = state_dir / "spool"
     spool.mkdir(parents=True, exist_ok=True)
     if copy_from is not None:
-        mbox = spool / (copy_from.name or "mbox")
+        # The demo user's maildrop is spool/demo, whatever the copy's name.
+        mbox = spool / DEMO_USER
         try:
             shutil.copyfile(copy_from, mbox)
         except OSError as exc:
@@ -100,7 +145,7 @@ def prepare_mbox(
                 f"cannot copy {copy_from} to {mbox}: {exc.strerror}"
             ) from exc
         return mbox, f"copy of {copy_from}"
-    mbox = spool / "demo"
+    mbox = spool / DEMO_USER
     if mbox.exists():
         return mbox, "generated earlier"
     options = GenerateOptions(messages=messages, seed=DEFAULT_SEED, format="mboxo")
