@@ -9,7 +9,7 @@ set -euo pipefail
 PKGS=(
     procmail fetchmail mpop getmail6 curl dovecot-core dovecot-pop3d
     nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils openvpn openssl
-    iproute2 nftables procps util-linux libpam-modules passwd
+    iproute2 nftables procps util-linux libpam-modules passwd openssh-client
 )
 
 missing=()
