@@ -18,8 +18,9 @@ import signal
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from spoolgate.errors import PinError, TunnelError
+from spoolgate.errors import PinError, TunnelError, TunnelUnreachableError
 from spoolgate.tunnel import tls, tun
 from spoolgate.tunnel.config import TunnelConfig, load_tunnel_config
 from spoolgate.tunnel.link import Link
@@ -125,6 +126,18 @@ class TunnelClient:
         except PinError as exc:
             transport.abort()
             raise PinError(f"bastion certificate rejected: {exc}") from exc
+        # In TLS 1.3 the bastion checks our certificate after our side of the
+        # handshake is done; its first frame is what proves it accepted us.
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(link.first_data), config.connect_timeout_s
+            )
+        except (TimeoutError, ConnectionError) as exc:
+            transport.abort()
+            raise TunnelUnreachableError(
+                f"bastion closed the connection after the handshake ({exc!r}); "
+                "is this client's certificate listed in the bastion's config?"
+            ) from exc
         return link
 
     async def _relay(self, link: Link, stop: asyncio.Event) -> None:
@@ -140,12 +153,11 @@ class TunnelClient:
             abbreviate_fingerprint(self.config.bastion_fingerprint),
         )
         stopping = asyncio.ensure_future(stop.wait())
-        link.closed.add_done_callback(lambda _: stopping.cancel())
+        waiters: set[asyncio.Future[Any]] = {stopping, link.closed}
         try:
-            await stopping
-        except asyncio.CancelledError:
-            if not link.closed.done():
-                raise
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
         if not link.closed.done():
             link.close(CloseReason.SHUTDOWN)
             await link.closed

@@ -93,14 +93,14 @@ class BastionConfig:
         )
 
 
-def parse_endpoint(text: str) -> tuple[str, int]:
+def parse_endpoint(text: str, *, min_port: int = 1) -> tuple[str, int]:
     """Split ``host:port`` or ``[v6]:port``; raise ValueError if malformed."""
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit():
         raise ValueError("must be host:port, with [brackets] around an IPv6 address")
     port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError("port must be 1..65535")
+    if not min_port <= port <= 65535:
+        raise ValueError(f"port must be {min_port}..65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
@@ -108,11 +108,11 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     return host, port
 
 
-def _endpoint(reader: ConfigReader, key: str, default: str) -> tuple[str, int]:
+def _endpoint(reader: ConfigReader, key: str, min_port: int) -> tuple[str, int]:
     reader.require(key)
-    value = reader.get_str(key, default)
+    value = reader.get_str(key, "")
     try:
-        return parse_endpoint(value)
+        return parse_endpoint(value, min_port=min_port)
     except ValueError as exc:
         reader.error(key, value, str(exc))
         return "", 0
@@ -180,7 +180,7 @@ def load_tunnel_config(path: Path) -> TunnelConfig:
 def _make_tunnel(base: Path) -> Callable[[ConfigReader], TunnelConfig]:
     def make(root: ConfigReader) -> TunnelConfig:
         top = root.table("tunnel")
-        host, port = _endpoint(top, "bastion", "")
+        host, port = _endpoint(top, "bastion", min_port=1)
         pin = _fingerprint(top, "bastion_fingerprint")
         key, cert = _key_files(top, base)
         timers = _timers(top)
@@ -223,7 +223,8 @@ def load_bastion_config(path: Path) -> BastionConfig:
 def _make_bastion(base: Path) -> Callable[[ConfigReader], BastionConfig]:
     def make(root: ConfigReader) -> BastionConfig:
         top = root.table("bastion")
-        host, port = _endpoint(top, "listen", "")
+        # Port 0 lets the kernel pick a free port, which tests rely on.
+        host, port = _endpoint(top, "listen", min_port=0)
         key, cert = _key_files(top, base)
         status = top.get_path("status_socket", DEFAULT_STATUS_SOCKET, base)
         handshake = top.get_float("handshake_timeout_s", 10.0, min=0.1, max=600)

@@ -44,6 +44,9 @@ class Link(asyncio.Protocol):
         self.bytes_out = 0
         self.packets_in = 0
         self.packets_out = 0
+        self.first_data: asyncio.Future[None] = (
+            asyncio.get_running_loop().create_future()
+        )
         self.writing_paused = False
         self.on_pause: Callable[[bool], None] | None = None
         self._decoder = FrameDecoder(mtu)
@@ -71,6 +74,8 @@ class Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Decode frames and hand packets on, or hold them until ``start``."""
         self._last_rx = asyncio.get_running_loop().time()
+        if not self.first_data.done():
+            self.first_data.set_result(None)
         if self._on_packets is None:
             self._hold(data)
             return
@@ -104,6 +109,10 @@ class Link(asyncio.Protocol):
             self._timer = None
         if exc is not None and self._close_reason is CloseReason.PEER_CLOSED:
             log.info("%s connection lost: %s", self.label, exc)
+        if not self.first_data.done():
+            self.first_data.set_exception(ConnectionError("closed before any data"))
+            # Mark it retrieved: nobody may be waiting for it.
+            self.first_data.exception()
         if not self.closed.done():
             self.closed.set_result(self._close_reason)
 
@@ -131,6 +140,12 @@ class Link(asyncio.Protocol):
         self.packets_out += len(packets)
         self.bytes_out += sum(map(len, packets))
         self._last_tx = asyncio.get_running_loop().time()
+
+    def send_keepalive(self) -> None:
+        """Write one keepalive frame."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(KEEPALIVE_FRAME)
+            self._last_tx = asyncio.get_running_loop().time()
 
     def buffered(self) -> int:
         """Return the bytes written but not yet sent."""
@@ -176,7 +191,6 @@ class Link(asyncio.Protocol):
             )
             self.close(CloseReason.DEAD_PEER)
             return
-        if now - self._last_tx >= self._timers.keepalive_s and self.transport:
-            self.transport.write(KEEPALIVE_FRAME)
-            self._last_tx = now
+        if now - self._last_tx >= self._timers.keepalive_s:
+            self.send_keepalive()
         self._schedule_tick()

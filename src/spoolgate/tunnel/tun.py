@@ -124,6 +124,10 @@ def open_tun(name: str, mtu: int) -> FdDevice:
 def fake_device_pair(name: str, mtu: int) -> tuple[FdDevice, socket.socket]:
     """Return a fake device and the socket the test reads and writes packets on."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.setblocking(False)
+    for sock in (ours, theirs):
+        # A tun queue holds 500 packets by default; give the fake about as much.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
     return FdDevice(ours.detach(), name, mtu), theirs
 
 
