@@ -33,6 +33,7 @@ from spoolgate.tunnel.rpcpolicy import (
     Refusal,
     RPCPolicy,
     UserIdentity,
+    address_key,
     split_path,
 )
 
@@ -833,3 +834,17 @@ def test_check_reply_any_bytes_returns_bytes_or_rpc_error(data: bytes) -> None:
     except RPCError:
         return
     assert isinstance(out, bytes)
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("10.0.0.2", "10.0.0.2"),
+        ("::ffff:10.0.0.2", "10.0.0.2"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("2001:DB8::1", "2001:db8::1"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_address_key_normalises_peer(host: str, key: str) -> None:
+    assert address_key(host) == key

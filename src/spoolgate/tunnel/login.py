@@ -56,7 +56,7 @@ from spoolgate.errors import (
     TunnelError,
     TunnelUnreachableError,
 )
-from spoolgate.tunnel.rpcpolicy import RPCPolicy, UserIdentity
+from spoolgate.tunnel.rpcpolicy import RPCPolicy, UserIdentity, address_key
 
 __all__ = [
     "GREETING",
@@ -467,7 +467,7 @@ class LoginService:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._policy = policy
-        self._addresses = dict(addresses)
+        self._addresses = {address_key(a): name for a, name in addresses.items()}
         self._settings = settings
         self._authenticator = authenticator or PAMAuthenticator(settings.pam_service)
         self._clock = clock
@@ -486,7 +486,7 @@ class LoginService:
 
     def set_addresses(self, addresses: Mapping[str, str]) -> None:
         """Replace the peer-address-to-client map (on a config reload)."""
-        self._addresses = dict(addresses)
+        self._addresses = {address_key(a): name for a, name in addresses.items()}
 
     async def start(self) -> None:
         """Listen; raise TunnelError if the address cannot be bound."""
@@ -513,7 +513,7 @@ class LoginService:
     ) -> None:
         peer = writer.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}"
-        client = self._addresses.get(str(peer[0]))
+        client = self._addresses.get(address_key(str(peer[0])))
         try:
             if client is None:
                 log.warning("login service refused peer=%s: unknown address", peer_text)

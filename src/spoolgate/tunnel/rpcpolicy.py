@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
@@ -56,6 +57,7 @@ __all__ = [
     "RPCPolicy",
     "Refusal",
     "UserIdentity",
+    "address_key",
     "split_path",
 ]
 
@@ -186,6 +188,22 @@ class _RefusedError(Exception):
     def __init__(self, answer: Answer) -> None:
         super().__init__(answer.detail)
         self.answer = answer
+
+
+def address_key(host: str) -> str:
+    """Return the form of a peer address used as a key in address maps.
+
+    An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4
+    peer) becomes the IPv4 address, and an IPv6 zone is dropped, so a peer
+    matches the address written in the config.
+    """
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def split_path(path: bytes) -> Components:

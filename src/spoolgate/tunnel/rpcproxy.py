@@ -43,6 +43,7 @@ from spoolgate.tunnel.rpcpolicy import (
     Pending,
     PolicySettings,
     RPCPolicy,
+    address_key,
     split_path,
 )
 
@@ -140,7 +141,7 @@ class RPCProxy:
     ) -> None:
         self.policy = policy
         self.counters = ProxyCounters()
-        self._addresses = dict(addresses)
+        self._addresses = {address_key(a): name for a, name in addresses.items()}
         self._settings = settings
         self._clock = clock
         self._servers: list[asyncio.Server] = []
@@ -158,7 +159,7 @@ class RPCProxy:
 
     def set_addresses(self, addresses: Mapping[str, str]) -> None:
         """Replace the peer-address-to-client map (on a config reload)."""
-        self._addresses = dict(addresses)
+        self._addresses = {address_key(a): name for a, name in addresses.items()}
 
     async def listen(self, listener: Listener) -> None:
         """Start accepting on ``listener``; raise TunnelError if it cannot bind."""
@@ -212,7 +213,7 @@ class RPCProxy:
         self.counters.connections += 1
         peer = writer.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}"
-        client = self._addresses.get(str(peer[0]))
+        client = self._addresses.get(address_key(str(peer[0])))
         try:
             if client is None:
                 self.counters.unknown_peers += 1
