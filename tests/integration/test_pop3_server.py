@@ -257,6 +257,36 @@ def test_plaintext_login_before_stls_rejected(site: Site) -> None:
         client.quit()
 
 
+def test_stls_drops_pipelined_plaintext(site: Site) -> None:
+    with run_server(site.config) as running:
+        sock = socket.create_connection(("127.0.0.1", running.pop3_port), DEADLINE_S)
+        assert read_line(sock).startswith(b"+OK")
+        sock.sendall(b"STLS\r\nUSER " + USER.encode() + b"\r\n")
+        assert read_line(sock) == b"+OK begin TLS negotiation\r\n"
+        context = site.client_context()
+        with context.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"PASS " + PASSWORD.encode() + b"\r\n")
+            assert read_line(tls).startswith(b"-ERR PASS must follow")
+
+
+def test_missing_mbox_is_empty_maildrop(site: Site) -> None:
+    site.mbox.unlink()
+    with run_server(site.config) as running:
+        client = login_pop3s(site, running.pop3s_port)
+        assert client.stat() == (0, 0)
+        client.quit()
+
+
+def test_invalid_mbox_login_gets_sys_perm(site: Site) -> None:
+    site.mbox.write_bytes(b"this is not an mbox\n")
+    with run_server(site.config) as running:
+        client = login_context_client(site, running.pop3s_port)
+        client.user(USER)
+        with pytest.raises(poplib.error_proto, match=r"\[SYS/PERM\]"):
+            client.pass_(PASSWORD)
+        client.quit()
+
+
 def test_plaintext_allowed_logs_in_and_warns(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
