@@ -1,7 +1,7 @@
-"""``spoolgate demo``: show the index cache at work on a generated mbox.
+"""``spoolgate demo``: show the index cache at work, then serve it over POP3.
 
-The demo keeps everything under one state directory: ``spool/`` holds the
-demo mbox and ``cache/`` its index cache. It builds the index twice (a new
+The demo keeps everything under one state directory: ``spool/demo`` is the
+demo mbox and ``cache/demo/`` contains its index cache. It builds the index twice (a new
 cache, then a hit), appends one generated message as a delivery agent
 would, and builds again (an append that parses only the new bytes).
 Then it serves the mbox over POP3 and POP3S on 127.0.0.1 for the user
