@@ -104,6 +104,7 @@ def run_service(
     body: Callable[[LoginService, RPCPolicy], Awaitable[None]],
     addresses: dict[str, str] | None = None,
     timeout_s: float = 10.0,
+    methods: tuple[str, ...] = ("password", "ssh-key"),
 ) -> None:
     policy = RPCPolicy(PolicySettings((ClientRule("alice", ((b"export",),)),)))
     settings = LoginSettings(
@@ -114,6 +115,7 @@ def run_service(
         authorized_keys=str(setup.keys_dir / "%u.keys"),
         failure_delay_s=FAILURE_DELAY_S,
         timeout_s=timeout_s,
+        methods=methods,
     )
 
     async def main() -> None:
@@ -383,3 +385,17 @@ def test_login_parallel_failures_are_serialised(setup: Setup) -> None:
         assert time.monotonic() - started >= 3 * FAILURE_DELAY_S
 
     run_service(setup, body)
+
+
+def test_login_disabled_method_refused(setup: Setup) -> None:
+    async def body(service: LoginService, policy: RPCPolicy) -> None:
+        ok, text, elapsed = await asyncio.to_thread(
+            login_once,
+            service.port,
+            lambda nonce: PasswordLogin(setup.user, setup.password),
+        )
+        assert (ok, text) == (False, "login failed")
+        assert elapsed >= FAILURE_DELAY_S
+        assert policy.bindings("alice", time.monotonic()) == ()
+
+    run_service(setup, body, methods=("ssh-key",))

@@ -345,3 +345,14 @@ def test_proxy_listener_without_upstream_needs_redirect() -> None:
             await proxy.close()
 
     asyncio.run(main())
+
+
+def test_proxy_idle_connection_closed() -> None:
+    async def body(proxy: RPCProxy, fake: FakeServer, port: int) -> None:
+        client = await Client.connect(port)
+        await client.send(mnt(1))
+        assert xid_of(await client.receive()) == 1
+        assert await client.is_closed()
+
+    settings = ProxySettings(idle_timeout_s=1.0, reserved_source_port=False)
+    run(body, settings=settings)
