@@ -107,7 +107,12 @@ class Link(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if exc is not None and self._close_reason is CloseReason.PEER_CLOSED:
+        started = self._on_packets is not None
+        if (
+            exc is not None
+            and started
+            and self._close_reason is CloseReason.PEER_CLOSED
+        ):
             log.info("%s connection lost: %s", self.label, exc)
         if not self.first_data.done():
             self.first_data.set_exception(ConnectionError("closed before any data"))
