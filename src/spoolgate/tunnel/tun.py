@@ -17,6 +17,7 @@ import socket
 import struct
 import subprocess
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from spoolgate.errors import TunnelError
@@ -151,6 +152,8 @@ def configure(
     routes: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
 ) -> None:
     """Set the MTU and address of tun device ``name``, bring it up, add routes."""
+    if interface.version == 4:
+        _disable_ipv6(name)
     run_ip(["link", "set", "dev", name, "mtu", str(mtu)])
     run_ip(["addr", "add", str(interface), "dev", name])
     run_ip(["link", "set", "dev", name, "up"])
@@ -162,3 +165,13 @@ def configure(
         )
         run_ip(["route", "replace", str(route), "dev", name, *source])
     log.info("tun up dev=%s address=%s mtu=%d", name, interface, mtu)
+
+
+def _disable_ipv6(name: str) -> None:
+    # Without this the kernel sends router and multicast listener messages
+    # into an IPv4-only tunnel, where the bastion counts them as drops.
+    path = Path("/proc/sys/net/ipv6/conf") / name / "disable_ipv6"
+    try:
+        path.write_text("1\n")
+    except OSError as exc:
+        log.info("cannot disable IPv6 on dev=%s: %s", name, exc.strerror)
