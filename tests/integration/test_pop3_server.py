@@ -39,7 +39,12 @@ from spoolgate.pop3.config import (
     ServerConfig,
     TLSConfig,
 )
-from spoolgate.pop3.server import POP3Server, build_runtime, warn_risky_settings
+from spoolgate.pop3.server import (
+    POP3Server,
+    SessionLogFilter,
+    build_runtime,
+    warn_risky_settings,
+)
 
 USER = "ann"
 PASSWORD = "correct horse battery staple"
@@ -455,6 +460,7 @@ def test_logs_one_line_per_event_without_password(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO", logger="spoolgate")
+    caplog.handler.addFilter(SessionLogFilter())
     token = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
     with run_server(site.config) as running:
         failing = login_context_client(site, running.pop3s_port)
@@ -474,6 +480,9 @@ def test_logs_one_line_per_event_without_password(
         assert all(re.search(r"session=[0-9a-f]{8} ", line) for line in found)
     assert len([x for x in session_lines if x.startswith("pop3 login failed ")]) == 1
     assert len([x for x in session_lines if x.startswith("pop3 login session=")]) == 1
+    index_lines = [line for line in lines if line.startswith("index open ")]
+    assert index_lines
+    assert all(re.search(r" session=[0-9a-f]{8}$", line) for line in index_lines)
     for line in lines:
         assert PASSWORD not in line
         assert token not in line

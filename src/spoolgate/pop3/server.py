@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 import signal
@@ -74,7 +75,14 @@ from spoolgate.pop3.maildrop_store import MaildropStore, MboxMaildrop
 from spoolgate.pop3.protocol import POP3Session, ProtocolConfig
 from spoolgate.pop3.stuffing import MessageEncoder
 
-__all__ = ["POP3Server", "Runtime", "build_runtime", "serve", "warn_risky_settings"]
+__all__ = [
+    "POP3Server",
+    "Runtime",
+    "SessionLogFilter",
+    "build_runtime",
+    "serve",
+    "warn_risky_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +157,31 @@ def warn_risky_settings(config: ServerConfig) -> None:
             "requires; slow clients may be logged out",
             config.idle_timeout_s,
         )
+
+
+# The id of the session the current task or worker thread works for.
+# asyncio.to_thread copies the context, so worker threads see it too.
+_SESSION_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "spoolgate_pop3_session_id", default=None
+)
+
+
+class SessionLogFilter(logging.Filter):
+    """A handler filter that adds ``session=ID`` to other modules' records.
+
+    The server's own lines name the session already; lines that the mbox
+    and auth modules log while serving a session get it appended.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Append the session id once, then let the record pass."""
+        session = _SESSION_ID.get()
+        if session is None or record.name == __name__:
+            return True
+        if getattr(record, "pop3_session", None) is None:
+            record.pop3_session = session
+            record.msg = f"{record.msg} session={session}"
+        return True
 
 
 class _Reader(asyncio.StreamReader):
@@ -399,6 +432,7 @@ class _Connection:
 
     async def run(self) -> None:
         """Serve the connection until the session ends or the peer leaves."""
+        _SESSION_ID.set(self._id)
         log.info("pop3 connect %s listener=%s", self._fields(), self._kind)
         reason = "closed"
         try:
@@ -695,6 +729,10 @@ async def serve(
     warn_risky_settings(config)
     server = POP3Server(runtime)
     await server.start()
+    log_filter = SessionLogFilter()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(log_filter)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()
@@ -715,6 +753,8 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         await server.shutdown()
+        for handler in handlers:
+            handler.removeFilter(log_filter)
 
 
 async def _reload(server: POP3Server, config_path: Path) -> None:
