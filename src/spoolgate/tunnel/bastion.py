@@ -212,7 +212,8 @@ class Bastion:
             self._end(old, CloseReason.REPLACED)
         self.sessions[source] = session
         link.start(lambda packets: self._from_client(session, packets))
-        # The first frame tells the client that its certificate was accepted.
+        # The client waits for this first frame as proof that its certificate
+        # was accepted.
         link.send_keepalive()
         log.info("%s session up peer=%s address=%s", session.label, peer, entry.address)
         task = asyncio.create_task(self._await_close(session))

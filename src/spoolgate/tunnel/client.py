@@ -145,6 +145,7 @@ class TunnelClient:
         self.connections += 1
         link.on_pause = self._on_pause
         link.start(self._write_to_device)
+
         self.connected.set()
         log.info(
             "%s tunnel up client_address=%s fingerprint=%s",
@@ -158,6 +159,7 @@ class TunnelClient:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
+
         if not link.closed.done():
             link.close(CloseReason.SHUTDOWN)
             await link.closed

@@ -116,7 +116,8 @@ class Link(asyncio.Protocol):
             log.info("%s connection lost: %s", self.label, exc)
         if not self.first_data.done():
             self.first_data.set_exception(ConnectionError("closed before any data"))
-            # Mark it retrieved: nobody may be waiting for it.
+            # Mark the exception as retrieved, because no task may await this
+            # future and asyncio would log it as never retrieved.
             self.first_data.exception()
         if not self.closed.done():
             self.closed.set_result(self._close_reason)
