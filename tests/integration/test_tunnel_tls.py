@@ -56,10 +56,14 @@ class Lab:
         self.clients: dict[str, keys.KeyPair] = {}
         self.addresses: dict[str, str] = {}
 
-    def add_client(self, name: str, address: object, **kwargs: object) -> keys.KeyPair:
-        pair = keys.write_key_pair(
-            self.root, name, now=kwargs.pop("now", NOW), **kwargs
-        )  # type: ignore[arg-type]
+    def add_client(
+        self,
+        name: str,
+        address: object,
+        now: datetime.datetime = NOW,
+        days: int = keys.DEFAULT_DAYS,
+    ) -> keys.KeyPair:
+        pair = keys.write_key_pair(self.root, name, now=now, days=days)
         self.clients[name] = pair
         self.addresses[name] = str(address)
         return pair

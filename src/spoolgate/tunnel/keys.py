@@ -1,7 +1,8 @@
 """Make tunnel keys and self-signed certificates, and compute fingerprints.
 
 A fingerprint is ``sha256:`` followed by the lowercase hex SHA-256 digest of
-the certificate in DER form; it is what each side pins in its config.
+the certificate in DER form. Each side pins the other's fingerprint in its
+config.
 """
 
 from __future__ import annotations

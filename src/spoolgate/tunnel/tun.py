@@ -127,7 +127,8 @@ def fake_device_pair(name: str, mtu: int) -> tuple[FdDevice, socket.socket]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     theirs.setblocking(False)
     for sock in (ours, theirs):
-        # A tun queue holds 500 packets by default; give the fake about as much.
+        # A tun device queues 500 packets by default (txqueuelen); give the
+        # fake about as much room.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
     return FdDevice(ours.detach(), name, mtu), theirs
 
