@@ -21,6 +21,7 @@ import secrets
 import shlex
 import shutil
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,7 +175,7 @@ def serve_site(
     *,
     as_json: bool,
     messages: int,
-    extra: dict[str, object] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> None:
     """Serve the site until Ctrl-C or SIGTERM; print the details when ready.
 
