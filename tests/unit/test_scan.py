@@ -287,6 +287,26 @@ def test_scanner_feed_after_finish_raises() -> None:
         scanner.feed(FROM_A)
 
 
+def scan_windows(data: bytes, step: int) -> ScanBatch:
+    """Scan as cache.py does: each window repeats the bytes still held."""
+    scanner = MboxScanner(Variant.MBOXRD)
+    position = 0
+    while position < len(data):
+        held = scanner.held_offset
+        window = data[held : position + step]
+        scanner.feed_window(window)
+        position = held + len(window)
+    scanner.finish()
+    return scanner.take()
+
+
+def test_scanner_window_without_new_bytes_raises() -> None:
+    scanner = MboxScanner()
+    scanner.feed_window(FROM_A[:10])
+    with pytest.raises(ValueError, match="adds nothing"):
+        scanner.feed_window(FROM_A[:10])
+
+
 def test_scanner_rescan_from_message_start() -> None:
     first = FROM_A + b"S: x\n\nbody\n\n"
     data = first + FROM_B + b"S: y\n\nz\n"
@@ -475,3 +495,9 @@ def test_scan_generated_mbox_matches_manifest(
         assert batch.offsets[number] == entry["offset"]
         assert batch.lengths[number] == entry["length"]
         assert batch.sizes[number] == entry["octets"]
+
+
+@given(data=mbox_like(), step=st.integers(min_value=1, max_value=50))
+@settings(max_examples=200)
+def test_scanner_windows_same_as_chunks(data: bytes, step: int) -> None:
+    assert scan_windows(data, step) == scan_bytes(data, Variant.MBOXRD)

@@ -407,14 +407,19 @@ def _feed(
     position = start
     try:
         while position < end:
-            chunk = os.pread(fd, min(READ_CHUNK_BYTES, end - position), position)
-            if not chunk:
+            # Read the bytes the scanner still holds again, with the next
+            # chunk behind them: cheaper than joining them in memory.
+            held = scanner.held_offset
+            want = min(position - held + READ_CHUNK_BYTES, end - held)
+            window = os.pread(fd, want, held)
+            if len(window) <= position - held:
                 raise MboxChangedError(
-                    f"cannot scan mbox {mbox_path}: it shrank to {position} bytes "
-                    f"while being read (expected {end}); try again"
+                    f"cannot scan mbox {mbox_path}: it shrank to "
+                    f"{held + len(window)} bytes while being read (expected "
+                    f"{end}); try again"
                 )
-            scanner.feed(chunk)
-            position += len(chunk)
+            scanner.feed_window(window)
+            position = held + len(window)
         scanner.finish()
     except NotAnMboxError as exc:
         raise NotAnMboxError(f"cannot index {mbox_path}: {exc}") from exc

@@ -216,6 +216,30 @@ class MboxScanner:
             self._run(final=False)
             self._compact()
 
+    @property
+    def held_offset(self) -> int:
+        """Return the file offset of the oldest byte the scanner still holds."""
+        return self._base
+
+    def feed_window(self, window: bytes) -> None:
+        """Scan bytes that start at ``held_offset`` and go past ``bytes_fed``.
+
+        A reader that can read the file at any offset passes the held bytes
+        again as the start of the next window instead of the scanner
+        joining them to a new chunk, which saves copying every chunk.
+        Raises ``ValueError`` if the window adds no new bytes.
+        """
+        if self._done:
+            raise ValueError("feed_window() called after finish()")
+        if len(window) <= len(self._buf):
+            raise ValueError(
+                f"window of {len(window)} bytes adds nothing to the "
+                f"{len(self._buf)} bytes held"
+            )
+        self._buf = bytes(window)
+        self._run(final=False)
+        self._compact()
+
     def finish(self) -> None:
         """Scan to the end of the file; the last message ends here."""
         if self._done:
