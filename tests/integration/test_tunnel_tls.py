@@ -14,12 +14,14 @@ import random
 import socket
 import ssl
 import struct
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from spoolgate.tunnel import keys, status, tls
+from spoolgate.errors import TunnelUnreachableError
+from spoolgate.tunnel import getport, keys, status, tls
 from spoolgate.tunnel.bastion import Bastion
 from spoolgate.tunnel.client import TunnelClient
 from spoolgate.tunnel.config import load_bastion_config, load_tunnel_config
@@ -531,3 +533,34 @@ def test_tls_version_below_13_rejected(tmp_path: Path) -> None:
         await run.stop()
 
     run_lab(tmp_path, body)
+
+
+def test_getport_query_reads_fake_portmapper() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    calls: list[bytes] = []
+
+    def answer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            call = connection.recv(4096)
+            calls.append(call)
+            (xid,) = struct.unpack_from(">I", call, 4)
+            body = struct.pack(">IIIIIII", xid, 1, 0, 0, 0, 0, 20048)
+            connection.sendall(struct.pack(">I", 0x80000000 | len(body)) + body)
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    port = listener.getsockname()[1]
+    found = getport.query_mount_port("127.0.0.1", port, timeout=TIMEOUT, xid=99)
+    thread.join(TIMEOUT)
+    listener.close()
+    assert found == 20048
+    assert calls[0] == getport.encode_getport_call(99, getport.MOUNT_PROGRAM, 3)
+
+
+def test_getport_query_closed_port_is_temporary_error() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    with pytest.raises(TunnelUnreachableError, match=r"nfs\.mount_port"):
+        getport.query_mount_port("127.0.0.1", port, timeout=TIMEOUT, xid=1)

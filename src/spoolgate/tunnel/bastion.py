@@ -325,6 +325,10 @@ def resolve_ports(config: BastionConfig) -> frozenset[int]:
 def run_bastion(config_path: Path) -> int:
     """Run ``spoolgate bastion --config``: set up, serve until SIGTERM, clean up."""
     config = load_bastion_config(config_path)
+    # Until the event loop takes these signals over, SIGTERM must still run
+    # the clean-up below and SIGHUP must not kill the bastion half set up.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     ports = resolve_ports(config)
     device = tun.open_tun(config.tun_name, config.mtu)
     rules: nft.NatRules | None = None
@@ -343,6 +347,7 @@ def run_bastion(config_path: Path) -> int:
             rules.install()
         asyncio.run(_serve(config_path, config, device, ports))
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if rules is not None:
             rules.remove()
         device.close()
@@ -380,3 +385,7 @@ def _reload(bastion: Bastion, config_path: Path) -> None:
         log.error("config reload failed, keeping the old config: %s", exc)
         return
     bastion.reload(config)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
