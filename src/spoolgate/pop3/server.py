@@ -728,13 +728,32 @@ async def serve(
     runtime = await asyncio.to_thread(build_runtime, config)
     warn_risky_settings(config)
     server = POP3Server(runtime)
-    await server.start()
+    stop = asyncio.Event()
+    # Signal handlers go in before the listeners open: whoever waits for
+    # the "pop3 listen" lines may signal at once, and SIGHUP's default
+    # action would end the process.
+    _handle_signals(server, config_path, stop)
     log_filter = SessionLogFilter()
     handlers = list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(log_filter)
+    try:
+        await server.start()
+        if on_ready is not None:
+            on_ready(server)
+        await stop.wait()
+    finally:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        await server.shutdown()
+        for handler in handlers:
+            handler.removeFilter(log_filter)
+
+
+def _handle_signals(server: POP3Server, config_path: Path, stop: asyncio.Event) -> None:
+    """Make SIGTERM and SIGINT set ``stop`` and SIGHUP start a reload."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()
 
     def on_hangup() -> None:
@@ -745,16 +764,6 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    try:
-        if on_ready is not None:
-            on_ready(server)
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
-        await server.shutdown()
-        for handler in handlers:
-            handler.removeFilter(log_filter)
 
 
 async def _reload(server: POP3Server, config_path: Path) -> None:
