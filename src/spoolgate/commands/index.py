@@ -150,7 +150,7 @@ def _summary(mbox: Path, index: MboxIndex, report: RefreshReport) -> dict[str, A
     hidden = sum(index.is_hidden(n) for n in range(len(index)))
     return {
         "mbox": str(mbox),
-        "cache": None if report.cache_path is None else str(report.cache_path),
+        "cache": str(report.cache_path),
         "cache_written": report.cache_written,
         "refresh": report.outcome.value,
         "reason": report.reason,

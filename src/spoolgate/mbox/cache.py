@@ -72,7 +72,7 @@ READ_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 class Refresh(enum.Enum):
-    """How ``open_index`` got the index."""
+    """The outcome of ``open_index``: how it got the index."""
 
     NEW = "new"
     HIT = "hit"
@@ -84,15 +84,14 @@ class Refresh(enum.Enum):
 class RefreshReport:
     """What ``open_index`` did: the outcome, the work, and any warnings.
 
-    ``reason`` says why a rebuild happened (empty for other outcomes);
-    ``cache_path`` is None when no cache directory could be used.
+    ``reason`` gives the cause of a rebuild and is empty for other outcomes.
     """
 
     outcome: Refresh
     bytes_parsed: int
     seconds: float
     messages: int
-    cache_path: Path | None
+    cache_path: Path
     cache_written: bool
     reason: str = ""
     warnings: tuple[str, ...] = ()
@@ -226,9 +225,9 @@ def write_cache(index: MboxIndex, path: Path) -> None:
     """Write a cache file atomically: a new temporary file, fsync, rename.
 
     The temporary file is created with ``O_EXCL`` in the cache directory,
-    so it is on the same file system and no other writer shares it; the
-    directory is fsynced after the rename so the new name survives a
-    crash. Raises ``OSError``; the temporary file is removed on failure.
+    so it is on the same file system and no other writer shares it. The
+    directory is fsynced after the rename, so the new name survives a
+    crash. Raises ``OSError`` after removing the temporary file.
     """
     data = index.to_bytes()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -407,8 +406,8 @@ def _feed(
     position = start
     try:
         while position < end:
-            # Read the bytes the scanner still holds again, with the next
-            # chunk behind them: cheaper than joining them in memory.
+            # Read the bytes the scanner keeps again, followed by the next
+            # chunk, because that is cheaper than joining them in memory.
             held = scanner.held_offset
             want = min(position - held + READ_CHUNK_BYTES, end - held)
             window = os.pread(fd, want, held)

@@ -42,10 +42,10 @@ __all__ = [
     "tail_digest",
 ]
 
-# Bytes of the message digest kept per message. 96 bits make an accidental
-# clash between two different messages of one mbox negligible; a clash
+# Bytes of the message digest kept per message. With 96 bits, an accidental
+# clash between two different messages of one mbox is negligible. A clash
 # between identical messages (a duplicate delivery) is resolved by
-# ``MboxIndex`` so UIDLs stay unique within the mbox.
+# ``MboxIndex``, so UIDLs stay unique within the mbox.
 UIDL_DIGEST_BYTES = 12
 
 # How many bytes from the start of the last message the cache fingerprints
@@ -64,7 +64,7 @@ _CRC = struct.Struct("<I")
 
 
 class Variant(enum.Enum):
-    """How body lines that look like From_ lines are stored in the mbox.
+    """The quoting convention for body lines that look like From_ lines.
 
     ``MBOXO`` (the default, as procmail, Postfix and mutt write) stores
     ``>From`` lines as they are and serves them unchanged. ``MBOXRD``
@@ -88,7 +88,7 @@ class MessageFlag(enum.IntFlag):
 
 @dataclass(frozen=True, slots=True)
 class FileIdentity:
-    """What identifies one state of an mbox file: ``os.stat`` fields."""
+    """The ``os.stat`` fields that identify one state of an mbox file."""
 
     dev: int
     inode: int
