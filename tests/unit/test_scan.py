@@ -41,7 +41,7 @@ def read_all(data: bytes, batch: ScanBatch, number: int, variant: Variant) -> by
     return b"".join(read_message([raw], variant))
 
 
-# Known answers from tests/vectors/mbox: offsets, lengths and sizes were
+# Expected values from tests/vectors/mbox: offsets, lengths and sizes were
 # computed from how each file was put together, not by the scanner.
 
 

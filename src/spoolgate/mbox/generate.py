@@ -275,7 +275,7 @@ def encode_word(rng: random.Random, text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class GenerateOptions:
-    """What to generate; the fields match the command line options.
+    """Generator settings, one field per command line option.
 
     With neither ``messages`` nor ``target_size`` set, 1000 messages are
     written. ``format`` is ``"mboxrd"`` or ``"mboxo"``.
@@ -681,9 +681,30 @@ class Generator:
         return from_line, content, mid
 
     # ---- whole file ---------------------------------------------------
-    def run(self, out: BinaryIO, manifest: TextIO | None) -> tuple[int, int]:
+    def pick_size(
+        self, i: int, n_target: int | None, size_target: int | None, written: int
+    ) -> tuple[int, int]:
+        """Choose the next message's ordinary size and attachment size."""
         a = self.a
         rng = self.rng
+        size = int(rng.lognormvariate(self.small_mu, self.small_sigma))
+        size = min(max(size, 1500), 64 * 1024)
+        p_att = a.attach_rate
+        if size_target is not None and n_target is not None:
+            left = n_target - i
+            avg = (size_target - written) / left
+            p_att = (avg - self.small_mean) / self.att_mean
+            p_att = min(max(p_att, 0.0), 1.0)
+            if avg < self.small_mean:
+                size = max(1000, int(size * max(avg, 1000) / self.small_mean))
+        att = 0
+        if rng.random() < p_att:
+            u = rng.random()
+            att = int(self.att_lo * (self.att_hi / self.att_lo) ** u)
+        return size, att
+
+    def run(self, out: BinaryIO, manifest: TextIO | None) -> tuple[int, int]:
+        a = self.a
         n_target = a.messages
         size_target = a.target_size
         if n_target is None and size_target is None:
@@ -697,21 +718,7 @@ class Generator:
                 break
             if size_target is not None and n_target is None and written >= size_target:
                 break
-            # Ordinary size and attachment decision.
-            size = int(rng.lognormvariate(self.small_mu, self.small_sigma))
-            size = min(max(size, 1500), 64 * 1024)
-            p_att = a.attach_rate
-            if size_target is not None and n_target is not None:
-                left = n_target - i
-                avg = (size_target - written) / left
-                p_att = (avg - self.small_mean) / self.att_mean
-                p_att = min(max(p_att, 0.0), 1.0)
-                if avg < self.small_mean:
-                    size = max(1000, int(size * max(avg, 1000) / self.small_mean))
-            att = 0
-            if rng.random() < p_att:
-                u = rng.random()
-                att = int(self.att_lo * (self.att_hi / self.att_lo) ** u)
+            size, att = self.pick_size(i, n_target, size_target, written)
             i += 1
             from_line, content, mid = self.message(i, size, att)
             chunk = from_line + content + b"\n"
