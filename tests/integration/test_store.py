@@ -292,6 +292,18 @@ def test_unlocked_mailbox_reads_snapshot(mbox: Path, cache: Path) -> None:
         assert octets == messages[2].split(b"\n", 1)[1][:-1].replace(b"\n", b"\r\n")
 
 
+def test_read_last_message_during_partial_append(mbox: Path, cache: Path) -> None:
+    messages = write_mbox(mbox, 3)
+    with open_mailbox(mbox, cache) as box:
+        box.unlock()
+        with mbox.open("ab") as f:
+            # procmail's first write of a delivery: "F" alone.
+            f.write(b"F")
+        octets = b"".join(box.read_message(2))
+        assert octets == messages[2].split(b"\n", 1)[1][:-1].replace(b"\n", b"\r\n")
+    assert cache_path_for(mbox, cache).exists()
+
+
 def test_unlocked_mailbox_rejects_expunge(mbox: Path, cache: Path) -> None:
     write_mbox(mbox, 3)
     with open_mailbox(mbox, cache) as box:

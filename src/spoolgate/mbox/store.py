@@ -199,12 +199,19 @@ class Mailbox:
 
         Checks first that the recorded offset still starts a From_ line
         and that the message still ends at one (or at the end of the
-        file). If not, the file changed under us: the cache is discarded
+        file, or at the end of the snapshot, where later deliveries
+        append). If not, the file changed under us: the cache is discarded
         so the next open rebuilds it, and MboxChangedError is raised.
         """
         fd = self._require_open()
         offset, length = self.index.offset(number), self.index.length(number)
-        if not _starts_message(fd, offset) or not _ends_message(fd, offset + length):
+        end = offset + length
+        # Bytes past the scanned length were appended after the snapshot, and
+        # a delivery agent may be part way through writing them (procmail
+        # writes the "F" of the next From_ line alone), so the end of the
+        # snapshot's last message is not checked.
+        ends_ok = end >= self.index.scanned_length or _ends_message(fd, end)
+        if not _starts_message(fd, offset) or not ends_ok:
             self.cache_path.unlink(missing_ok=True)
             raise MboxChangedError(
                 f"cannot read message {number + 1} of {self.path}: offset "
