@@ -8,6 +8,11 @@ tunnel address. A second session for the same certificate replaces the
 first. Packets from a client pass ``PortFilter`` or are dropped and counted;
 packets read from the tun device go to the session owning their
 destination address, and nowhere else.
+
+With RPC policy on (``config.rpc``), :class:`RPCServices` runs the RPC proxy
+and the login service on the tun address. The kernel redirects the
+clients' RPC connections to the proxy, after the packets passed the checks
+above; the filter also lets TCP to the login service through.
 """
 
 from __future__ import annotations
@@ -20,15 +25,22 @@ import logging
 import random
 import signal
 import ssl
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from spoolgate.errors import ConfigError, PacketError, PinError
 from spoolgate.tunnel import getport, nft, status, tls, tun
 from spoolgate.tunnel import packet as packet_mod
 from spoolgate.tunnel.client import utc_now
-from spoolgate.tunnel.config import BastionConfig, ClientEntry, load_bastion_config
+from spoolgate.tunnel.config import (
+    BastionConfig,
+    ClientEntry,
+    RPCSetup,
+    load_bastion_config,
+)
 from spoolgate.tunnel.link import Link
+from spoolgate.tunnel.login import LoginService, start_login_service
 from spoolgate.tunnel.policy import (
     CloseReason,
     Counters,
@@ -37,6 +49,8 @@ from spoolgate.tunnel.policy import (
     abbreviate_fingerprint,
     drop_delta,
 )
+from spoolgate.tunnel.rpcpolicy import RPCPolicy
+from spoolgate.tunnel.rpcproxy import Listener, RPCProxy, start_rpc_proxy
 from spoolgate.tunnel.tun import PacketDevice
 
 log = logging.getLogger(__name__)
@@ -83,6 +97,127 @@ class Session:
         }
 
 
+class RPCServices:
+    """The RPC proxy and the login service of a bastion with RPC policy on.
+
+    Both listen on the tun address and share one :class:`RPCPolicy`, which
+    maps a connection's source address to the client owning it.
+    """
+
+    def __init__(
+        self,
+        setup: RPCSetup,
+        policy: RPCPolicy,
+        proxy: RPCProxy,
+        login: LoginService,
+    ) -> None:
+        self.setup = setup
+        self.policy = policy
+        self.proxy = proxy
+        self.login = login
+
+    @classmethod
+    async def start(cls, config: BastionConfig, setup: RPCSetup) -> RPCServices:
+        """Start the proxy and the login service on the tun address."""
+        policy = RPCPolicy(setup.policy)
+        addresses = client_addresses(config.clients)
+        listener = Listener(str(config.tun_interface.ip), setup.port)
+        proxy = await start_rpc_proxy(policy, addresses, (listener,), setup.proxy)
+        try:
+            login = await start_login_service(policy, addresses, setup.login)
+        except BaseException:
+            await proxy.close()
+            raise
+        services = cls(setup, policy, proxy, login)
+        log.info(
+            "rpc policy on proxy=%s:%d login=%s:%d policy_clients=%d nfs4=%s",
+            listener.host, setup.port, setup.login.host, login.port,
+            len(setup.policy.clients), setup.policy.nfs4.value,
+        )  # fmt: skip
+        services.warn_unruled(config.clients)
+        return services
+
+    async def close(self) -> None:
+        """Stop the login service, then the proxy and its connections."""
+        await self.login.close()
+        await self.proxy.close()
+
+    def reload(self, config: BastionConfig, revoked: Collection[str]) -> None:
+        """Apply new client addresses and rules; forget revoked clients.
+
+        Settings other than the rules need a restart, as the caller logs.
+        """
+        addresses = client_addresses(config.clients)
+        self.proxy.set_addresses(addresses)
+        self.login.set_addresses(addresses)
+        rules = self.setup.policy if config.rpc is None else config.rpc.policy
+        self.policy.update(rules, reset=revoked)
+        closed = self.proxy.close_clients(revoked)
+        if revoked:
+            log.info(
+                "rpc policy dropped bindings and handles clients=%s connections=%d",
+                ",".join(sorted(revoked)),
+                closed,
+            )
+        self.warn_unruled(config.clients)
+
+    def warn_unruled(self, clients: tuple[ClientEntry, ...]) -> None:
+        """Log each client that has no policy entry: all its calls are refused."""
+        ruled = {rule.name for rule in self.policy.settings.clients}
+        for entry in clients:
+            if entry.name not in ruled:
+                log.warning(
+                    "client=%s has no [[policy.client]] entry: every RPC call "
+                    "from it is refused",
+                    entry.name,
+                )
+
+    def status(self, wall_now: datetime.datetime) -> dict[str, object]:
+        """Return bindings, proxy counters, handle counts and refusals."""
+        now = time.monotonic()
+        snapshot = self.policy.snapshot(now)
+        bindings = []
+        for rule in self.policy.settings.clients:
+            for binding in self.policy.bindings(rule.name, now):
+                remaining = binding.expires_at - now
+                expires = wall_now + datetime.timedelta(seconds=remaining)
+                bindings.append(
+                    {
+                        "client": rule.name,
+                        "user": binding.user.name,
+                        "uid": binding.user.uid,
+                        "gids": sorted(binding.user.gids),
+                        "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "expires_in_s": round(remaining, 1),
+                    }
+                )
+        clients = snapshot["clients"]
+        assert isinstance(clients, dict)
+        for entry in clients.values():
+            entry.pop("bindings", None)
+        return {
+            "bindings": bindings,
+            "proxy": self.proxy.counters.snapshot(),
+            "login": {"logins": self.login.logins, "failures": self.login.failures},
+            "clients": clients,
+            "refused": snapshot["refused"],
+            "replies_unparsed": snapshot["replies_unparsed"],
+        }
+
+
+def client_addresses(clients: tuple[ClientEntry, ...]) -> Mapping[str, str]:
+    """Return the map from tunnel address (text) to client name."""
+    return {str(entry.address): entry.name for entry in clients}
+
+
+def revoked_clients(
+    old: tuple[ClientEntry, ...], new: tuple[ClientEntry, ...]
+) -> frozenset[str]:
+    """Return the names of clients whose entry a reload removed or changed."""
+    current = {entry.name: entry for entry in new}
+    return frozenset(e.name for e in old if current.get(e.name) != e)
+
+
 class Bastion:
     """The relay: TLS sessions on one side, a packet device on the other."""
 
@@ -93,13 +228,21 @@ class Bastion:
         ports: frozenset[int],
         *,
         clock: Clock,
+        services: RPCServices | None = None,
     ) -> None:
         self.config = config
         self.device = device
         self.ports = ports
+        self.services = services
         self.counters = Counters()
         self.sessions: dict[bytes, Session] = {}
         self._filter = PortFilter.create(config.server, ports)
+        # Clients reach the login service on the bastion's own tun address.
+        self._login_filter = (
+            None
+            if services is None
+            else PortFilter.create(config.tun_interface.ip, {services.login.port})
+        )
         self._clock = clock
         self._ids = itertools.count(1)
         self._pins = {entry.fingerprint: entry for entry in config.clients}
@@ -147,11 +290,14 @@ class Bastion:
             )
         self._context = self._make_context(config)
         self._pins = {entry.fingerprint: entry for entry in config.clients}
+        revoked = revoked_clients(self.config.clients, config.clients)
         self.config = dataclasses.replace(self.config, clients=config.clients)
         for session in list(self.sessions.values()):
             if self._pins.get(session.entry.fingerprint) != session.entry:
                 log.warning("%s revoked by config reload, closing", session.label)
                 self._end(session, CloseReason.REVOKED)
+        if self.services is not None:
+            self.services.reload(config, revoked)
         log.info("config reloaded clients=%d", len(self._pins))
 
     def status(self) -> dict[str, object]:
@@ -161,6 +307,10 @@ class Bastion:
             "allowed_ports": sorted(self.ports),
         }
         result.update(self.counters.snapshot())
+        services = self.services
+        result["rpc_policy"] = (
+            None if services is None else services.status(self._clock())
+        )
         return result
 
     # Connection set-up
@@ -248,8 +398,11 @@ class Bastion:
         source = session.source
         write = self.device.write
         counters = self.counters
+        login = self._login_filter
         for packet in packets:
             reason = check(packet, source)
+            if reason is DropReason.WRONG_DESTINATION and login is not None:
+                reason = login.check(packet, source)
             if reason is not None:
                 counters.drop(reason)
             elif not write(packet):
@@ -330,20 +483,18 @@ def run_bastion(config_path: Path) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     ports = resolve_ports(config)
+    if config.rpc is None:
+        log.warning(
+            "rpc policy off: no [[policy.client]] entries and rpc_proxy.enabled "
+            "is not set, so export allow-lists, file handle checks and uid "
+            "binding by login are off; clients reach every export with any uid"
+        )
     device = tun.open_tun(config.tun_name, config.mtu)
     rules: nft.NatRules | None = None
     try:
         tun.configure(config.tun_name, config.mtu, config.tun_interface)
-        if config.nat:
-            table = nft.table_name(config.tun_name)
-            script = nft.ruleset(
-                table,
-                config.tun_name,
-                config.tun_interface.network,
-                config.server,
-                ports,
-            )
-            rules = nft.NatRules(table, script, config.server.version)
+        rules = kernel_rules(config, ports)
+        if rules is not None:
             rules.install()
         asyncio.run(_serve(config_path, config, device, ports))
     finally:
@@ -355,26 +506,58 @@ def run_bastion(config_path: Path) -> int:
     return 0
 
 
+def kernel_rules(config: BastionConfig, ports: frozenset[int]) -> nft.NatRules | None:
+    """Return the nftables table the bastion needs, or None for none.
+
+    With RPC policy on, the table redirects to the proxy whatever ``nat``
+    says, because without the redirect the calls would bypass the policy.
+    """
+    table = nft.table_name(config.tun_name)
+    if config.rpc is not None:
+        script = nft.proxy_ruleset(
+            table, config.tun_name, config.server, ports, config.rpc.port
+        )
+        return nft.NatRules(table, script, config.server.version, forwarding=False)
+    if not config.nat:
+        return None
+    script = nft.ruleset(
+        table, config.tun_name, config.tun_interface.network, config.server, ports
+    )
+    return nft.NatRules(table, script, config.server.version)
+
+
 async def _serve(
     config_path: Path,
     config: BastionConfig,
     device: PacketDevice,
     ports: frozenset[int],
 ) -> None:
-    bastion = Bastion(config, device, ports, clock=utc_now)
+    services = None
+    if config.rpc is not None:
+        services = await RPCServices.start(config, config.rpc)
+    bastion = Bastion(config, device, ports, clock=utc_now, services=services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload, bastion, config_path)
-    await bastion.start()
-    status_server = await status.serve_status(config.status_socket, bastion.status)
+    try:
+        await bastion.start()
+        status_server = await status.serve_status(config.status_socket, bastion.status)
+    except BaseException:
+        if services is not None:
+            await services.close()
+        raise
     try:
         await stop.wait()
         log.info("stopping: signal received")
     finally:
         status_server.close()
         status.remove_status_socket(config.status_socket)
+        # Closed before run_bastion deletes the nftables table, so no
+        # redirected connection outlives the proxy.
+        if services is not None:
+            await services.close()
         await bastion.close()
 
 

@@ -15,7 +15,10 @@ from spoolgate.config import ConfigReader, build, check_secret_file, load_toml
 from spoolgate.errors import ConfigError
 from spoolgate.tunnel import keys
 from spoolgate.tunnel.frames import MAX_PAYLOAD
+from spoolgate.tunnel.login import LoginSettings, read_login_config
 from spoolgate.tunnel.policy import IPAddress
+from spoolgate.tunnel.rpcpolicy import PolicySettings
+from spoolgate.tunnel.rpcproxy import ProxyConfig, ProxySettings, read_proxy_config
 
 IFNAMSIZ = 16  # Linux interface names hold at most IFNAMSIZ - 1 bytes.
 MIN_MTU = 576
@@ -64,6 +67,25 @@ class ClientEntry:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RPCSetup:
+    """The bastion's RPC proxy, its policy rules and the login service.
+
+    Present only when the config has ``[[policy.client]]`` entries or
+    ``rpc_proxy.enabled = true``. ``port`` is the proxy's port on the tun
+    address; the login service listens on ``login.port`` there.
+    """
+
+    policy: PolicySettings
+    proxy: ProxySettings
+    port: int
+    login: LoginSettings
+
+    def settings_needing_restart(self) -> tuple[object, ...]:
+        """Return the parts a SIGHUP reload cannot change: all but the rules."""
+        return (self.proxy, self.port, self.login, self.policy.handle_table_size)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class BastionConfig:
     """Settings of ``spoolgate bastion``."""
 
@@ -83,14 +105,17 @@ class BastionConfig:
     mount_port: int
     clients: tuple[ClientEntry, ...]
     timers: Timers
+    rpc: RPCSetup | None = None
 
     def settings_needing_restart(self) -> tuple[object, ...]:
         """Return every setting a SIGHUP reload cannot change."""
-        return tuple(
+        fixed = tuple(
             getattr(self, field.name)
             for field in dataclasses.fields(self)
-            if field.name != "clients"
+            if field.name not in ("clients", "rpc")
         )
+        rpc = None if self.rpc is None else self.rpc.settings_needing_restart()
+        return (*fixed, rpc)
 
 
 def parse_endpoint(text: str, *, min_port: int = 1) -> tuple[str, int]:
@@ -240,13 +265,60 @@ def _make_bastion(base: Path) -> Callable[[ConfigReader], BastionConfig]:
         nfs_port = nfs.get_int("nfs_port", 2049, min=1, max=65535)
         mount = nfs.get_int("mount_port", 0, min=0, max=65535)
         clients = _clients(root, base, interface)
+        rpc = _rpc_setup(root, clients, interface)
         return BastionConfig(
             host, port, key, cert, status or Path(DEFAULT_STATUS_SOCKET), handshake,
             nat, name, interface, mtu, server, portmap, nfs_port, mount, clients,
-            timers,
+            timers, rpc,
         )  # fmt: skip
 
     return make
+
+
+def _rpc_setup(
+    root: ConfigReader, clients: tuple[ClientEntry, ...], interface: IPInterface
+) -> RPCSetup | None:
+    proxy = read_proxy_config(root, bastion=True)
+    login = read_login_config(root)
+    if not proxy.enabled:
+        for table in ("login", "policy"):
+            if root.has(table):
+                root.error(
+                    table,
+                    f"[{table}]",
+                    "has no effect while the RPC proxy is off; add "
+                    "[[policy.client]] entries or set rpc_proxy.enabled = true",
+                )
+        return None
+    _check_policy_names(root, proxy, clients)
+    if login.host and login.host != str(interface.ip):
+        root.error(
+            "login.listen",
+            f"{login.host}:{login.port}",
+            f"the bastion's login service listens on its tun address "
+            f'{interface.ip}; give only the port, like ":{login.port}"',
+        )
+    if login.port == proxy.port:
+        root.error(
+            "login.listen",
+            f":{login.port}",
+            f"uses rpc_proxy.port ({proxy.port}); pick another port",
+        )
+    login = dataclasses.replace(login, host=str(interface.ip))
+    return RPCSetup(proxy.policy, proxy.proxy, proxy.port, login)
+
+
+def _check_policy_names(
+    root: ConfigReader, proxy: ProxyConfig, clients: tuple[ClientEntry, ...]
+) -> None:
+    names = {entry.name for entry in clients}
+    for index, rule in enumerate(proxy.policy.clients):
+        if rule.name and rule.name not in names:
+            root.error(
+                f"policy.client[{index}].name",
+                rule.name,
+                "names no [[client]] entry; policy entries must use a client's name",
+            )
 
 
 def _interface(reader: ConfigReader) -> IPInterface:

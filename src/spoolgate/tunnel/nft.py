@@ -1,9 +1,13 @@
 """The bastion's kernel setup: IP forwarding and one nftables table of its own.
 
-The table masquerades tunnel traffic toward the NFS server, so the server
-sees the bastion as its client, and repeats the port filter in the forward
-hook. ``NatRules.install`` replaces a stale table of the same name left by
-a crash; ``remove`` deletes the table and restores the forwarding setting.
+Without the RPC proxy the table masquerades tunnel traffic toward the NFS
+server, so the server sees the bastion as its client, and repeats the port
+filter in the forward hook. With the proxy (:func:`proxy_ruleset`) it
+redirects that traffic to the proxy's port instead and forwards nothing
+from the tun device; the proxy connects to the server from the bastion's
+own address. ``NatRules.install`` replaces a stale table of the same name
+left by a crash; ``remove`` deletes the table and restores the forwarding
+setting.
 """
 
 from __future__ import annotations
@@ -58,6 +62,38 @@ table inet {table} {{
 """
 
 
+def proxy_ruleset(
+    table: str,
+    tun_name: str,
+    server: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    ports: Iterable[int],
+    proxy_port: int,
+) -> str:
+    """Return the ``nft -f`` script of a bastion whose RPC proxy is on.
+
+    TCP from the tun device to the server's RPC ports is redirected to
+    ``proxy_port`` on the tun address, and nothing from the tun device is
+    forwarded, so no packet reaches the server past the proxy.
+    """
+    family = "ip" if server.version == 4 else "ip6"
+    port_set = ", ".join(str(p) for p in sorted(set(ports)))
+    match = f'iifname "{tun_name}" {family} daddr {server} tcp dport {{ {port_set} }}'
+    return f"""\
+add table inet {table}
+delete table inet {table}
+table inet {table} {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        {match} redirect to :{proxy_port}
+    }}
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        iifname "{tun_name}" drop
+    }}
+}}
+"""
+
+
 def run_nft(script: str) -> None:
     """Feed ``script`` to ``nft -f -``; raise TunnelError with its stderr."""
     try:
@@ -71,17 +107,31 @@ def run_nft(script: str) -> None:
 
 
 class NatRules:
-    """Forwarding plus the nftables table, installed once and removed on exit."""
+    """Forwarding plus the nftables table, installed once and removed on exit.
 
-    def __init__(self, table: str, script: str, ip_version: int) -> None:
+    With ``forwarding`` False the forwarding setting is left alone, as a
+    bastion with the RPC proxy needs no forwarding.
+    """
+
+    def __init__(
+        self, table: str, script: str, ip_version: int, *, forwarding: bool = True
+    ) -> None:
         self.table = table
         self._script = script
         self._sysctl = FORWARDING_SYSCTL[ip_version]
+        self._forwarding = forwarding
         self._old_forwarding: str | None = None
         self._installed = False
 
     def install(self) -> None:
-        """Enable forwarding and load the table."""
+        """Enable forwarding (if asked) and load the table."""
+        if self._forwarding:
+            self._enable_forwarding()
+        run_nft(self._script)
+        self._installed = True
+        log.info("nftables table added table=inet/%s", self.table)
+
+    def _enable_forwarding(self) -> None:
         try:
             self._old_forwarding = self._sysctl.read_text().strip()
             self._sysctl.write_text("1\n")
@@ -90,9 +140,6 @@ class NatRules:
                 f"cannot enable forwarding in {self._sysctl}: {exc.strerror}; "
                 "run as root"
             ) from exc
-        run_nft(self._script)
-        self._installed = True
-        log.info("nftables table added table=inet/%s", self.table)
 
     def remove(self) -> None:
         """Delete the table and restore forwarding; log and go on if one fails."""

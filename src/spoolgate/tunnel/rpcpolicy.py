@@ -377,6 +377,30 @@ class RPCPolicy:
         """The settings this policy was built from."""
         return self._settings
 
+    def update(self, settings: PolicySettings, reset: Iterable[str] = ()) -> None:
+        """Apply new rules (a config reload); forget clients gone or in ``reset``.
+
+        A client that is gone, or named in ``reset`` (revoked: its key or
+        address changed), loses its bindings and learned handles. The
+        others keep them under their new rule, minus bindings of users the
+        new rule no longer lets in. Export lists are checked on every call,
+        so handles learned under a wider list stop working at once.
+        ``handle_table_size`` applies to tables created from now on.
+        """
+        dropped = set(reset)
+        old = self._clients
+        self._settings = settings
+        self._clients = {}
+        for rule in settings.clients:
+            state = old.get(rule.name)
+            if state is None or rule.name in dropped:
+                state = _ClientState(rule, HandleTable(settings.handle_table_size))
+            state.rule = rule
+            if rule.users is not None:
+                for user in [u for u in state.bindings if u not in rule.users]:
+                    del state.bindings[user]
+            self._clients[rule.name] = state
+
     # -- bindings ---------------------------------------------------------
 
     def bind(

@@ -27,7 +27,7 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from spoolgate.config import ConfigReader, build, load_toml
@@ -73,6 +73,10 @@ RESERVED_PORT_TRIES = 64
 
 FLAVOR_NAMES = {"none": 0, "sys": 1, "gss": 6}
 
+# The proxy's port on the bastion's tun address, where the nftables
+# REDIRECT rule sends the clients' RPC connections.
+DEFAULT_BASTION_PORT = 7450
+
 Endpoint = tuple[str, int]
 
 
@@ -98,12 +102,18 @@ class ProxySettings:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProxyConfig:
-    """Everything ``read_proxy_config`` finds in a config file."""
+    """Everything ``read_proxy_config`` finds in a config file.
+
+    ``enabled`` and ``port`` matter only inside ``spoolgate bastion``:
+    whether the proxy runs, and its port on the bastion's tun address.
+    """
 
     policy: PolicySettings
     proxy: ProxySettings
     listeners: tuple[Listener, ...]
     addresses: Mapping[str, str]
+    enabled: bool = True
+    port: int = DEFAULT_BASTION_PORT
 
 
 @dataclasses.dataclass(slots=True)
@@ -146,6 +156,7 @@ class RPCProxy:
         self._clock = clock
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task_clients: dict[asyncio.Task[None], str] = {}
 
     @property
     def sockets(self) -> list[Endpoint]:
@@ -160,6 +171,17 @@ class RPCProxy:
     def set_addresses(self, addresses: Mapping[str, str]) -> None:
         """Replace the peer-address-to-client map (on a config reload)."""
         self._addresses = {address_key(a): name for a, name in addresses.items()}
+
+    def close_clients(self, names: Collection[str]) -> int:
+        """Close every connection of the named clients; return how many.
+
+        A reload that revokes a client calls this, so its open connections
+        cannot go on using handles the policy has dropped.
+        """
+        closing = [task for task, name in self._task_clients.items() if name in names]
+        for task in closing:
+            task.cancel()
+        return len(closing)
 
     async def listen(self, listener: Listener) -> None:
         """Start accepting on ``listener``; raise TunnelError if it cannot bind."""
@@ -214,11 +236,14 @@ class RPCProxy:
         peer = writer.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}"
         client = self._addresses.get(address_key(str(peer[0])))
+        task = asyncio.current_task()
         try:
             if client is None:
                 self.counters.unknown_peers += 1
                 log.warning("rpc proxy refused connection peer=%s: unknown", peer_text)
                 return
+            if task is not None:
+                self._task_clients[task] = client
             try:
                 upstream = listener.upstream or original_destination(
                     writer.get_extra_info("socket")
@@ -240,6 +265,8 @@ class RPCProxy:
             connection = _Connection(self, client, peer_text, (reader, writer), server)
             await connection.run()
         finally:
+            if task is not None:
+                self._task_clients.pop(task, None)
             writer.close()
 
     async def _connect(
@@ -505,12 +532,18 @@ async def start_rpc_proxy(
 # -- configuration ------------------------------------------------------------
 
 
-def read_proxy_config(root: ConfigReader) -> ProxyConfig:
+def read_proxy_config(root: ConfigReader, *, bastion: bool = False) -> ProxyConfig:
     """Read ``[rpc_proxy]``, ``[[rpc_proxy.listener]]`` and ``[[policy.*]]``.
 
+    With ``bastion`` set, the file is a ``spoolgate bastion`` config: it
+    may set ``rpc_proxy.enabled`` and ``rpc_proxy.port``, and must not name
+    listeners or client addresses, which the bastion derives itself.
     Errors are collected in ``root``; the caller runs ``root.finish()``.
     """
     table = root.table("rpc_proxy")
+    port = DEFAULT_BASTION_PORT
+    if bastion:
+        port = table.get_int("port", DEFAULT_BASTION_PORT, min=1, max=65535)
     nfs4 = table.get_choice("nfs4", "refuse", [mode.value for mode in NFS4Mode])
     size = table.get_int(
         "handle_table_size", DEFAULT_HANDLE_TABLE_SIZE, min=64, max=10_000_000
@@ -526,10 +559,26 @@ def read_proxy_config(root: ConfigReader) -> ProxyConfig:
     )
     listeners = tuple(_read_listener(item) for item in table.tables("listener"))
     policy = root.table("policy")
-    clients, addresses = _read_clients(policy)
+    clients, addresses = _read_clients(policy, bastion=bastion)
     users = {name: exports for name, exports in _read_users(policy)}
     settings = PolicySettings(clients, users, NFS4Mode(nfs4), size)
-    return ProxyConfig(settings, proxy, listeners, addresses)
+    if bastion and listeners:
+        table.error(
+            "listener",
+            [f"{item.host}:{item.port}" for item in listeners],
+            "is for the standalone runner only; the bastion listens on its tun "
+            "address at rpc_proxy.port",
+        )
+    enabled = bool(clients)
+    if bastion and table.has("enabled"):
+        enabled = table.get_bool("enabled", False) or enabled
+        if clients and not table.get_bool("enabled", False):
+            table.error(
+                "enabled",
+                False,
+                "contradicts the [[policy.client]] entries; remove one of the two",
+            )
+    return ProxyConfig(settings, proxy, listeners, addresses, enabled, port)
 
 
 def _read_endpoint(reader: ConfigReader, key: str) -> Endpoint | None:
@@ -565,13 +614,15 @@ def _read_exports(reader: ConfigReader) -> tuple[Components, ...]:
 
 
 def _read_clients(
-    policy: ConfigReader,
+    policy: ConfigReader, *, bastion: bool
 ) -> tuple[tuple[ClientRule, ...], dict[str, str]]:
     rules: list[ClientRule] = []
     addresses: dict[str, str] = {}
     for reader in policy.tables("client"):
         reader.require("name")
         name = reader.get_str("name", "")
+        if any(rule.name == name for rule in rules):
+            reader.error("name", name, "is used by another [[policy.client]]")
         exports = _read_exports(reader)
         users = reader.get_str_list("users", ("*",))
         flavors = _read_flavors(reader)
@@ -583,7 +634,14 @@ def _read_clients(
             flavors,
         )
         rules.append(rule)
-        if reader.has("address"):
+        if bastion and reader.has("address"):
+            reader.error(
+                "address",
+                reader.get_str("address", ""),
+                "is for the standalone runner only; the bastion takes each "
+                "client's address from its [[client]] entry",
+            )
+        elif reader.has("address"):
             address = reader.get_str("address", "")
             try:
                 addresses[str(ipaddress.ip_address(address))] = name
