@@ -139,12 +139,14 @@ def split_mbox(data: bytes, *, mboxrd: bool) -> list[bytes]:
     A message starts at a From_ line at the start of the file or after an
     empty line. The empty line before the next From_ line is a separator.
     """
+    if not data:
+        return []
     starts = [
         match.start()
         for match in FROM_LINE.finditer(data)
         if match.start() == 0 or data[match.start() - 2 : match.start()] == b"\n\n"
     ]
-    if data and starts[:1] != [0]:
+    if starts[:1] != [0]:
         raise ClientError(
             f"stored mbox does not start with a From_ line: {data[:80]!r}"
         )
@@ -254,20 +256,24 @@ class CurlClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> list[bytes]:
         out = Path(tempfile.mkdtemp(prefix="curl-", dir=workdir))
-        netrc = out / "netrc"
-        netrc.write_text(
-            f"machine {account.host} login {account.user} password {account.password}\n"
-        )
-        netrc.chmod(0o600)
+        # The credential goes in a config file (-K), not on the command line,
+        # quoted so that spaces and quotes in the password survive.
+        credential = f"{account.user}:{account.password}"
+        escaped = credential.replace("\\", "\\\\").replace('"', '\\"')
+        config = out / "curlrc"
+        config.write_text(f'user = "{escaped}"\n')
+        config.chmod(0o600)
         scheme = "pop3s" if security is Security.POP3S else "pop3"
         url = f"{scheme}://{account.host}:{account.port_for(security)}/"
         # -k accepts the test servers' self-signed certificates; --ssl-reqd
         # makes curl issue STLS on a pop3:// URL and fail without it.
-        base = ["curl", "-sS", "--max-time", str(timeout_s), "--netrc-file", str(netrc)]
+        base = ["curl", "-sS", "--max-time", str(timeout_s), "-K", str(config)]
         if security is not Security.PLAIN:
             base += ["-k", "--ssl-reqd"]
         listing = run_client([*base, url], out, timeout_s).stdout
-        count = len(listing.splitlines())
+        # curl prints LIST's scan lines ("msgno size"), or an empty line for
+        # an empty maildrop.
+        count = len(re.findall(rb"^\d+ \d+", listing, re.MULTILINE))
         if count == 0:
             return []
         # A URL glob makes curl reuse one session for every message.
@@ -402,6 +408,33 @@ json.dump(out, sys.stdout)
 """
 
 
+# getmail6 (6.18.11) forks a child for every delivery and installs its
+# SIGCHLD handler only after fork(). A child that exits first is never
+# noticed, and getmail waits for its timeout (seen in about 1 of 10 runs).
+# This wrapper replaces that handler with a blocking waitpid() and then
+# runs getmail unchanged otherwise.
+GETMAIL_WRAPPER = """
+import os, runpy, sys
+from getmailcore import baseclasses
+from getmailcore.exceptions import getmailOperationError
+
+def prepare_child(self):
+    pass
+
+def wait_for_child(self, childpid):
+    pid, status = os.waitpid(childpid, 0)
+    if not os.WIFEXITED(status):
+        raise getmailOperationError("child %d ended with status %d" % (pid, status))
+    return os.WEXITSTATUS(status)
+
+baseclasses.ForkingBase._prepare_child = prepare_child
+baseclasses.ForkingBase._wait_for_child = wait_for_child
+program = sys.argv[1]
+sys.argv = [program, *sys.argv[2:]]
+runpy.run_path(program, run_name="__main__")
+"""
+
+
 class GetmailClient:
     """getmail6 delivering into an mboxrd file (it has no STLS for POP3)."""
 
@@ -434,12 +467,13 @@ class GetmailClient:
         keep: bool = True,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> list[bytes]:
+        # As root, getmail delivers as the mail user, which must be able to
+        # enter ``workdir`` and its parents.
         out = Path(tempfile.mkdtemp(prefix="getmail-", dir=workdir))
         mbox = out / "out.mbox"
         mbox.touch()
         owner = ""
         if os.geteuid() == 0:
-            # As root, getmail delivers only as the user named here.
             out.chmod(0o755)
             shutil.chown(mbox, "mail", "mail")
             owner = "user = mail\n"
@@ -458,7 +492,11 @@ class GetmailClient:
             "delivered_to = false\nreceived = false\nverbose = 0\n"
         )
         (out / "getmailrc").chmod(0o600)
-        command = ["getmail", f"--getmaildir={out}", "--rcfile=getmailrc"]
+        program, interpreter = shutil.which("getmail"), self.interpreter()
+        if program is None or interpreter is None:
+            raise ClientError(f"getmail cannot run here: {self.missing()}")
+        command = [interpreter, "-c", GETMAIL_WRAPPER, program]
+        command += [f"--getmaildir={out}", "--rcfile=getmailrc"]
         run_client(command, out, timeout_s)
         return split_mbox(mbox.read_bytes(), mboxrd=True)
 

@@ -8,10 +8,12 @@ at spoolgate, not at a driver.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from clients import Client, PoplibClient, Security
+from deliveries import download_during_deliveries
 from dovecot import DovecotServer
 from support import Spool, StartDovecot, check_download, client_cases
 
@@ -65,3 +67,14 @@ def test_client_delete_empties_maildrop(
     got = client.fetch(server.account, public_dir, security=security, keep=False)
     check_download(client, got, mboxo_spool.messages)
     assert PoplibClient().fetch(server.account, public_dir) == []
+
+
+@pytest.mark.skipif(shutil.which("procmail") is None, reason="procmail not installed")
+def test_delivery_during_sessions_loses_nothing(
+    start_dovecot: StartDovecot, public_dir: Path, mboxo_spool: Spool
+) -> None:
+    server = start_dovecot(public_dir / "site", mboxo_spool.data)
+    assert server.account is not None
+    download_during_deliveries(
+        server.account, server.mbox, public_dir, mboxo_spool.messages
+    )
