@@ -146,9 +146,13 @@ def test_bastion_config_rules_reloadable_rest_not(tmp_path: Path) -> None:
 
 def test_proxy_ruleset_redirects_and_forwards_nothing() -> None:
     script = nft.proxy_ruleset(
-        "spoolgate_sgbast0", "sgbast0", ipaddress.ip_address("10.231.3.2"),
-        [2049, 111, 20048], 7450,
+        "spoolgate_sgbast0", "sgbast0", ipaddress.ip_address("10.231.9.1"),
+        ipaddress.ip_address("10.231.3.2"), [2049, 111, 20048], (7450, 7451),
     )  # fmt: skip
+    assert (
+        'iifname != "sgbast0" ip daddr 10.231.9.1 tcp dport { 7450, 7451 } drop'
+        in script
+    )
     assert (
         'iifname "sgbast0" ip daddr 10.231.3.2 tcp dport { 111, 2049, 20048 } '
         "redirect to :7450" in script

@@ -515,7 +515,12 @@ def kernel_rules(config: BastionConfig, ports: frozenset[int]) -> nft.NatRules |
     table = nft.table_name(config.tun_name)
     if config.rpc is not None:
         script = nft.proxy_ruleset(
-            table, config.tun_name, config.server, ports, config.rpc.port
+            table,
+            config.tun_name,
+            config.tun_interface.ip,
+            config.server,
+            ports,
+            (config.rpc.port, config.rpc.login.port),
         )
         return nft.NatRules(table, script, config.server.version, forwarding=False)
     if not config.nat:

@@ -65,19 +65,29 @@ table inet {table} {{
 def proxy_ruleset(
     table: str,
     tun_name: str,
+    tun_address: ipaddress.IPv4Address | ipaddress.IPv6Address,
     server: ipaddress.IPv4Address | ipaddress.IPv6Address,
     ports: Iterable[int],
-    proxy_port: int,
+    service_ports: tuple[int, int],
 ) -> str:
     """Return the ``nft -f`` script of a bastion whose RPC proxy is on.
 
-    TCP from the tun device to the server's RPC ports is redirected to
-    ``proxy_port`` on the tun address, and nothing from the tun device is
+    TCP from the tun device to the server's RPC ports is redirected to the
+    proxy's port on the tun address, and nothing from the tun device is
     forwarded, so no packet reaches the server past the proxy.
+    ``service_ports`` are the proxy's and the login service's ports; they
+    take connections from the tun device only, because both services
+    identify a client by its tunnel source address.
     """
     family = "ip" if server.version == 4 else "ip6"
+    own = "ip" if tun_address.version == 4 else "ip6"
     port_set = ", ".join(str(p) for p in sorted(set(ports)))
+    proxy_port, login_port = service_ports
     match = f'iifname "{tun_name}" {family} daddr {server} tcp dport {{ {port_set} }}'
+    outside = (
+        f'iifname != "{tun_name}" {own} daddr {tun_address} '
+        f"tcp dport {{ {proxy_port}, {login_port} }}"
+    )
     return f"""\
 add table inet {table}
 delete table inet {table}
@@ -85,6 +95,10 @@ table inet {table} {{
     chain prerouting {{
         type nat hook prerouting priority dstnat; policy accept;
         {match} redirect to :{proxy_port}
+    }}
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        {outside} drop
     }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
