@@ -404,6 +404,7 @@ def _feed(
 ) -> None:
     """Feed ``scanner`` the bytes ``start:end`` of the file, then finish it."""
     position = start
+    _advise(fd, start, end - start, "POSIX_FADV_SEQUENTIAL")
     try:
         while position < end:
             # Read the bytes the scanner keeps again, followed by the next
@@ -417,8 +418,10 @@ def _feed(
                     f"{held + len(window)} bytes while being read (expected "
                     f"{end}); try again"
                 )
-            scanner.feed_window(window)
             position = held + len(window)
+            # Let the kernel read the next chunk while this one is scanned.
+            _advise(fd, position, READ_CHUNK_BYTES, "POSIX_FADV_WILLNEED")
+            scanner.feed_window(window)
         scanner.finish()
     except NotAnMboxError as exc:
         raise NotAnMboxError(f"cannot index {mbox_path}: {exc}") from exc
@@ -426,6 +429,16 @@ def _feed(
         raise MboxError(
             f"cannot read mbox {mbox_path} at offset {position}: {exc.strerror}"
         ) from exc
+
+
+def _advise(fd: int, offset: int, length: int, advice: str) -> None:
+    """Give the kernel a read-ahead hint; a platform without one goes on."""
+    if length <= 0 or not hasattr(os, advice):
+        return
+    try:
+        os.posix_fadvise(fd, offset, length, getattr(os, advice))
+    except OSError:
+        pass
 
 
 def _read_tail(
