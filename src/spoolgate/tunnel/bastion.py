@@ -141,6 +141,7 @@ class RPCServices:
         """Stop the login service, then the proxy and its connections."""
         await self.login.close()
         await self.proxy.close()
+        log.info("rpc policy stopped: proxy and login service closed")
 
     def reload(self, config: BastionConfig, revoked: Collection[str]) -> None:
         """Apply new client addresses and rules; forget revoked clients.
@@ -509,8 +510,8 @@ def run_bastion(config_path: Path) -> int:
 def kernel_rules(config: BastionConfig, ports: frozenset[int]) -> nft.NatRules | None:
     """Return the nftables table the bastion needs, or None for none.
 
-    With RPC policy on, the table redirects to the proxy whatever ``nat``
-    says, because without the redirect the calls would bypass the policy.
+    With RPC policy on, the table redirects to the proxy even when ``nat``
+    is false, because without the redirect the calls would bypass the policy.
     """
     table = nft.table_name(config.tun_name)
     if config.rpc is not None:

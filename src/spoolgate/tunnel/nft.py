@@ -75,7 +75,7 @@ def proxy_ruleset(
     TCP from the tun device to the server's RPC ports is redirected to the
     proxy's port on the tun address, and nothing from the tun device is
     forwarded, so no packet reaches the server past the proxy.
-    ``service_ports`` are the proxy's and the login service's ports; they
+    ``service_ports`` are the proxy's and the login service's ports. They
     take connections from the tun device only, because both services
     identify a client by its tunnel source address.
     """
