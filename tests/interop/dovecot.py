@@ -2,7 +2,9 @@
 
 ``DovecotServer(mbox, state).start()`` runs ``dovecot.sh run`` (Dovecot in
 the foreground) as our child, waits until both ports greet, and returns the
-``Account`` to log in with. ``stop()`` sends SIGTERM to that PID and waits.
+``Account`` to log in with. For several users, put ``%u`` in ``mbox`` and
+pass ``passwd_lines`` (``user:{SCHEME}hash``). ``stop()`` sends SIGTERM to
+that PID and waits.
 Dovecot edits the mbox it serves (it adds X-IMAPbase, X-UID and Status
 headers on the first login and rewrites the file on DELE), so give it a
 copy. The mbox's directory and its parents must be enterable by the
@@ -80,9 +82,20 @@ def greets(port: int, use_tls: bool) -> bool:
 class DovecotServer:
     """One Dovecot instance serving ``mbox`` with its state under ``state``."""
 
-    def __init__(self, mbox: Path, state: Path) -> None:
+    def __init__(
+        self,
+        mbox: Path,
+        state: Path,
+        *,
+        user: str = USER,
+        password: str = PASSWORD,
+        passwd_lines: list[str] | None = None,
+    ) -> None:
         self.mbox = mbox
         self.state = state
+        self.user = user
+        self.password = password
+        self.passwd_lines = passwd_lines
         self.process: subprocess.Popen[bytes] | None = None
         self.account: Account | None = None
 
@@ -122,11 +135,16 @@ class DovecotServer:
             DOVECOT_MBOX=str(self.mbox),
             DOVECOT_PORT=str(port),
             DOVECOT_PORT_SSL=str(tls_port),
-            DOVECOT_USER=USER,
-            DOVECOT_PASS=PASSWORD,
+            DOVECOT_USER=self.user,
+            DOVECOT_PASS=self.password,
             DOVECOT_MAIL_USER=MAIL_USER,
         )
         self.state.mkdir(parents=True, exist_ok=True)
+        if self.passwd_lines is not None:
+            users = self.state / "users"
+            users.write_text("".join(line + "\n" for line in self.passwd_lines))
+            users.chmod(0o600)
+            env["DOVECOT_PASSWD_FILE"] = str(users)
         self.process = subprocess.Popen(
             [str(SCRIPT), "run"],
             env=env,
@@ -140,7 +158,7 @@ class DovecotServer:
                 self._check_failed_start()
                 return None
             if greets(port, use_tls=False) and greets(tls_port, use_tls=True):
-                return Account(HOST, port, tls_port, USER, PASSWORD)
+                return Account(HOST, port, tls_port, self.user, self.password)
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(

@@ -14,11 +14,14 @@
 #
 # Environment (defaults in brackets):
 #   DOVECOT_STATE       state directory                  (required)
-#   DOVECOT_MBOX        mbox served as INBOX             (required to start)
+#   DOVECOT_MBOX        mbox served as INBOX; %u in it   (required to start)
+#                       stands for the user name
 #   DOVECOT_PORT        POP3 port, with STLS             (required to start)
 #   DOVECOT_PORT_SSL    POP3S port (implicit TLS)        (required to start)
 #   DOVECOT_USER        login name                       [test]
 #   DOVECOT_PASS        password                         [testpass]
+#   DOVECOT_PASSWD_FILE "user:{SCHEME}hash" lines         (instead of the
+#                       two above; for several users or a hashed password)
 #   DOVECOT_MAIL_USER   system user of the mail processes [mail]
 #                       (Dovecot rejects uid 0; the mbox is chowned to this
 #                       user unless that user can already write it)
@@ -56,10 +59,16 @@ write_certificate() {
 }
 
 write_passwd() {
-    local uid=$1 gid=$2
+    local uid=$1 gid=$2 line
     # user:password:uid:gid:gecos:home:shell:extra fields
-    printf '%s:{PLAIN}%s:%s:%s::%s::\n' \
-        "$USERNAME" "$PASSWORD" "$uid" "$gid" "$STATE/home" >"$STATE/passwd"
+    if [ -n "${DOVECOT_PASSWD_FILE:-}" ]; then
+        while IFS= read -r line; do
+            [ -n "$line" ] && printf '%s:%s:%s::%s::\n' "$line" "$uid" "$gid" "$STATE/home"
+        done <"$DOVECOT_PASSWD_FILE" >"$STATE/passwd"
+    else
+        printf '%s:{PLAIN}%s:%s:%s::%s::\n' \
+            "$USERNAME" "$PASSWORD" "$uid" "$gid" "$STATE/home" >"$STATE/passwd"
+    fi
     # The auth process runs as the internal user "dovecot".
     chgrp dovecot "$STATE/passwd"
     chmod 640 "$STATE/passwd"
@@ -98,7 +107,7 @@ userdb {
   driver = passwd-file
   args = username_format=%u $STATE/passwd
 }
-mail_location = mbox:$STATE/mail:INBOX=$mbox:INDEX=$STATE/index
+mail_location = mbox:$STATE/mail/%u:INBOX=$mbox:INDEX=$STATE/index/%u
 # fcntl only, so Dovecot makes no dotlock files beside the mbox, whose
 # directory the mail user may not be able to write.
 mbox_read_locks = fcntl
@@ -123,15 +132,18 @@ prepare() {
     [ -n "${DOVECOT_PORT:-}" ] || die "set DOVECOT_PORT to a free port"
     [ -n "${DOVECOT_PORT_SSL:-}" ] || die "set DOVECOT_PORT_SSL to a free port"
     check_installed
-    mbox=$(readlink -f "$DOVECOT_MBOX")
-    [ -f "$mbox" ] || die "mbox not found: $mbox"
+    mbox=$(readlink -f "$(dirname "$DOVECOT_MBOX")")/$(basename "$DOVECOT_MBOX")
     if running; then die "already running (pid $(cat "$PIDFILE"))"; fi
     mkdir -p "$STATE"
     id "$MAIL_USER" >/dev/null 2>&1 || die "system user $MAIL_USER not found"
-    if ! runuser -u "$MAIL_USER" -- test -w "$mbox"; then
-        # Dovecot writes its X-UID and Status headers into the mbox and
-        # rewrites it on DELE.
-        chown "$MAIL_USER:$(id -gn "$MAIL_USER")" "$mbox"
+    # Dovecot writes its X-UID and Status headers into each mbox and
+    # rewrites it on DELE, so the mail user must be able to write it.
+    if [[ $mbox == *%u* ]]; then
+        [ -d "$(dirname "$mbox")" ] || die "spool directory not found: $(dirname "$mbox")"
+    else
+        [ -f "$mbox" ] || die "mbox not found: $mbox"
+        runuser -u "$MAIL_USER" -- test -w "$mbox" ||
+            chown "$MAIL_USER:$(id -gn "$MAIL_USER")" "$mbox"
     fi
     runuser -u "$MAIL_USER" -- test -x "$(dirname "$mbox")" ||
         die "$MAIL_USER cannot enter $(dirname "$mbox"); chmod 755 it and its parents"

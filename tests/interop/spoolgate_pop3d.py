@@ -1,7 +1,7 @@
 """``spoolgate pop3d`` as a child process, with its files in one directory.
 
 ``SpoolgateServer(root).prepare(mbox_data)`` writes the spool, a passwd
-file (made with ``spoolgate passwd --stdin`` unless a ready line is given),
+file (made with ``spoolgate passwd --stdin`` unless ready lines are given),
 a self-signed certificate and a config that listens on 127.0.0.1 port 0.
 ``start()`` runs the server and reads the bound ports from its log;
 ``stop()`` sends SIGTERM and ``kill()`` SIGKILL, both to the child's PID.
@@ -84,9 +84,14 @@ class SpoolgateServer:
         self.account: Account | None = None
 
     @property
+    def spool_dir(self) -> Path:
+        """The directory of every user's mbox, named as the user."""
+        return self.root / "spool"
+
+    @property
     def mbox(self) -> Path:
         """The user's mbox."""
-        return self.root / "spool" / self.user
+        return self.spool_dir / self.user
 
     @property
     def cache_dir(self) -> Path:
@@ -98,12 +103,18 @@ class SpoolgateServer:
         """The server's TOML config file."""
         return self.root / "pop3d.toml"
 
-    def prepare(self, mbox_data: bytes, *, passwd_line: str | None = None) -> None:
-        """Write the mbox, passwd file, certificate and config."""
+    def prepare(
+        self, mbox_data: bytes, *, passwd_lines: list[str] | None = None
+    ) -> None:
+        """Write the mbox, passwd file, certificate and config.
+
+        ``passwd_lines`` (``user:{SCHEME}hash``) replace the one user made
+        with ``spoolgate passwd``; other users' mboxes go in ``spool_dir``.
+        """
         (self.root / "spool").mkdir(parents=True, exist_ok=True)
         self.mbox.write_bytes(mbox_data)
         passwd = self.root / "passwd"
-        if passwd_line is None:
+        if passwd_lines is None:
             subprocess.run(
                 spoolgate_command(
                     "passwd", "--stdin", "--file", str(passwd), self.user
@@ -115,7 +126,7 @@ class SpoolgateServer:
                 timeout=60,
             )
         else:
-            passwd.write_text(passwd_line + "\n")
+            passwd.write_text("".join(line + "\n" for line in passwd_lines))
             passwd.chmod(0o600)
         certificate, private_key = self.root / "cert.pem", self.root / "key.pem"
         if not certificate.exists():
