@@ -96,22 +96,34 @@ class LabConfig:
 
 
 def random_config(
-    state_root: Path, *, forward: bool = True, rng: random.Random | None = None
+    state_root: Path,
+    *,
+    forward: bool = True,
+    rng: random.Random | None = None,
+    stem: str = "sgl",
+    net_base: str = "10.210",
 ) -> LabConfig:
-    """Pick a prefix and nets no other lab on this host is likely to use."""
+    """Pick a prefix and nets no other lab on this host is likely to use.
+
+    The prefix is STEM and four hex digits; the two /24s are picked from
+    NET_BASE.1.0 to NET_BASE.100.0, so NET_BASE.128.0/17 stays free for
+    tunnel addresses.
+    """
     rng = rng or random.Random()
     for _ in range(20):
-        prefix = f"sgl{rng.randrange(16**4):04x}"
+        prefix = f"{stem}{rng.randrange(16**4):04x}"
         if not any(Path("/run/netns", f"{prefix}-{r}").exists() for r in ROLES):
             break
     else:
-        raise LabError("no free lab prefix after 20 tries: remove leftover sgl* netns")
+        raise LabError(
+            f"no free lab prefix after 20 tries: remove leftover {stem}* netns"
+        )
     pair = rng.randrange(50)
     return LabConfig(
         state=state_root / prefix,
         prefix=prefix,
-        net1=f"10.210.{2 * pair + 1}",
-        net2=f"10.210.{2 * pair + 2}",
+        net1=f"{net_base}.{2 * pair + 1}",
+        net2=f"{net_base}.{2 * pair + 2}",
         forward=forward,
     )
 

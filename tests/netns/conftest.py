@@ -30,15 +30,22 @@ def make_lab(
     """Return a function that brings up a new lab; all are torn down at the end.
 
     Call it as ``make_lab(forward=False)`` for a lab whose bastion does not
-    route, so traffic from client to falcon must go through a relay.
+    route, so traffic from client to falcon must go through a relay. STEM
+    and NET_BASE (``make_lab(stem="sgn", net_base="10.215")``) keep one
+    module's labs apart from the others' in namespace names and addresses.
     """
     if lab_skip_reason:
         pytest.skip(lab_skip_reason)
     state_root = tmp_path_factory.mktemp("labs")
     labs: list[Lab] = []
 
-    def make(*, forward: bool = True) -> Lab:
-        lab = Lab(random_config(state_root, forward=forward))
+    def make(
+        *, forward: bool = True, stem: str = "sgl", net_base: str = "10.210"
+    ) -> Lab:
+        config = random_config(
+            state_root, forward=forward, stem=stem, net_base=net_base
+        )
+        lab = Lab(config)
         labs.append(lab)
         lab.up()
         return lab
