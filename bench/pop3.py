@@ -154,8 +154,9 @@ class SpoolgateSide:
     def refresh_outcomes(self) -> list[str]:
         lines = self.server.drain_log()
         self.server.log_lines = []
+        # "index open" lines: the refresh outcome, bytes parsed and seconds.
         return [
-            line.split("refresh=")[1].split()[0]
+            line.split("index open ")[1].strip()
             for line in lines
             if "index open" in line
         ]
