@@ -32,3 +32,9 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# As root: the lab, bastion with RPC policy, tunnel, login and an NFS copy;
+# docs/nfs-demo.md describes it.
+.PHONY: nfs-demo
+nfs-demo: $(STAMP)
+	SPOOLGATE=$(abspath $(BIN))/spoolgate scripts/nfs-demo.sh
