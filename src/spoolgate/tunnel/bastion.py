@@ -100,8 +100,9 @@ class Session:
 class RPCServices:
     """The RPC proxy and the login service of a bastion with RPC policy on.
 
-    Both listen on the tun address and share one :class:`RPCPolicy`, which
-    maps a connection's source address to the client owning it.
+    Both listen on the tun address and share one :class:`RPCPolicy`. Both
+    name a connection's client by its source address, from the same map of
+    tunnel addresses.
     """
 
     def __init__(
@@ -134,7 +135,7 @@ class RPCServices:
             listener.host, setup.port, setup.login.host, login.port,
             len(setup.policy.clients), setup.policy.nfs4.value,
         )  # fmt: skip
-        services.warn_unruled(config.clients)
+        services.warn_clients_without_policy(config.clients)
         return services
 
     async def close(self) -> None:
@@ -160,13 +161,13 @@ class RPCServices:
                 ",".join(sorted(revoked)),
                 closed,
             )
-        self.warn_unruled(config.clients)
+        self.warn_clients_without_policy(config.clients)
 
-    def warn_unruled(self, clients: tuple[ClientEntry, ...]) -> None:
+    def warn_clients_without_policy(self, clients: tuple[ClientEntry, ...]) -> None:
         """Log each client that has no policy entry: all its calls are refused."""
-        ruled = {rule.name for rule in self.policy.settings.clients}
+        named = {rule.name for rule in self.policy.settings.clients}
         for entry in clients:
-            if entry.name not in ruled:
+            if entry.name not in named:
                 log.warning(
                     "client=%s has no [[policy.client]] entry: every RPC call "
                     "from it is refused",
