@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "bastion",
         help="accept tunnel clients and pass their NFS traffic to the server",
         description="With no action, run the bastion in the foreground until "
-        "SIGTERM (SIGHUP rereads the client list). 'status' prints the running "
-        "bastion's sessions and drop counters as JSON.",
+        "SIGTERM (SIGHUP rereads the client list and the RPC policy rules). "
+        "'status' prints the running bastion's sessions, drop counters and, "
+        "with RPC policy on, login bindings and proxy counters as JSON.",
     )
     parser.add_argument(
         "action",
