@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from lab import Lab, MakeLab
-from spoolgate.tunnel import keys
+from spoolgate.tunnel import keys, tun
 from spoolgate.tunnel.status import query_status
 
 pytestmark = [
@@ -452,6 +452,12 @@ def test_falcon_sees_only_bastion_address(tunnel: TunnelLab) -> None:
     counts = tunnel.arrived()
     assert counts["from_bastion"] > BIG_BYTES // 65536
     assert counts["from_client_range"] == 0
+
+
+def test_tun_devices_queue_4096_packets(tunnel: TunnelLab) -> None:
+    for role, device in (("client", TUN_NAME), ("bastion", "sgbast0")):
+        link = tunnel.lab.run(role, ["ip", "-j", "link", "show", device]).stdout
+        assert json.loads(link)[0]["txqlen"] == tun.TX_QUEUE_LEN, role
 
 
 # Clients without a valid key
