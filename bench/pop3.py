@@ -154,11 +154,12 @@ class SpoolgateSide:
     def refresh_outcomes(self) -> list[str]:
         lines = self.server.drain_log()
         self.server.log_lines = []
-        # "index open" lines: the refresh outcome, bytes parsed and seconds.
+        # The big mbox's "index open" lines: outcome, bytes parsed, seconds.
+        marker = f"/{BIG_USER} refresh="
         return [
             line.split("index open ")[1].strip()
             for line in lines
-            if "index open" in line
+            if "index open" in line and marker in line
         ]
 
 
