@@ -94,6 +94,22 @@ SEND_RECORD = textwrap.dedent(
 )
 
 
+# Opens a TCP connection from inside a namespace, from an optional source
+# address, and prints whether it was established.
+CONNECT = textwrap.dedent(
+    """
+    import socket, sys
+    source = (sys.argv[3], 0) if len(sys.argv) > 3 else None
+    try:
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2,
+                                 source_address=source).close()
+        print("connected")
+    except OSError:
+        print("failed")
+    """
+)
+
+
 @dataclass
 class User:
     name: str
@@ -614,6 +630,41 @@ def test_policy_status_shows_bindings_and_counters(
     assert rpc["proxy"]["connections"] > 0
     assert rpc["login"]["logins"] >= 1
     assert rpc["clients"]["alice"]["handles"] > 0
+
+
+def drops(policy_lab: PolicyLab, reason: str) -> int:
+    table = policy_lab.status()["drops"]
+    assert isinstance(table, dict)
+    return int(table[reason])
+
+
+def test_policy_packet_checks_apply_before_redirect(policy_lab: PolicyLab) -> None:
+    spoofed = f"{TUNNEL_NET}.50"
+    policy_lab.lab.run(
+        "client", ["ip", "addr", "add", f"{spoofed}/32", "dev", "sgitun0"]
+    )
+    before = drops(policy_lab, "spoofed_source")
+    try:
+        result = policy_lab.client(
+            [sys.executable, "-c", CONNECT, policy_lab.config.falcon_ip, "2049",
+             spoofed]
+        )  # fmt: skip
+    finally:
+        policy_lab.lab.run(
+            "client", ["ip", "addr", "del", f"{spoofed}/32", "dev", "sgitun0"]
+        )
+    assert result.stdout.strip() == "failed"
+    assert drops(policy_lab, "spoofed_source") > before
+    before = drops(policy_lab, "port_not_allowed")
+    result = policy_lab.client(
+        [sys.executable, "-c", CONNECT, policy_lab.config.falcon_ip, "2222"]
+    )
+    assert result.stdout.strip() == "failed"
+    assert drops(policy_lab, "port_not_allowed") > before
+    result = policy_lab.client(
+        [sys.executable, "-c", CONNECT, policy_lab.config.falcon_ip, "2049"]
+    )
+    assert result.stdout.strip() == "connected"
 
 
 def test_policy_no_plain_path_to_falcon(policy_lab: PolicyLab) -> None:
