@@ -8,8 +8,9 @@ per second) and, for tunnel routes, the CPU seconds per GiB of the tunnel
 processes on both ends (utime + stime from /proc/PID/stat).
 
 Routes:
-  plain    the bastion's kernel routes between client and falcon
-  openvpn  OpenVPN 2.6 in TCP mode, user space (bench/openvpn.py)
+  plain      the bastion's kernel routes between client and falcon
+  spoolgate  spoolgate tunnel (client) and spoolgate bastion (bastion)
+  openvpn    OpenVPN 2.6 in TCP mode, user space (bench/openvpn.py)
 
 A new route is a class with the `Route` methods (bench/nfs_routes.py),
 added to `ROUTES`.
@@ -17,6 +18,9 @@ added to `ROUTES`.
     python bench/nfs.py                          # 256 MiB, 3 runs, all routes
     python bench/nfs.py --route openvpn --json
     python bench/nfs.py --size-mib 2 --runs 1    # smoke run
+    python bench/nfs.py --route spoolgate --profile /tmp/prof   # cProfile both ends
+    git worktree add /tmp/old HEAD~1            # then, before and after in one run:
+    python bench/nfs.py --route spoolgate --baseline-src /tmp/old/src
 
 Needs root and the lab's Debian packages (scripts/install-test-deps.sh).
 """
@@ -43,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lab"))
 
 from lab import Lab, missing_requirements, random_config  # noqa: E402
-from nfs_routes import PlainRoute, Route, Target  # noqa: E402
+from nfs_routes import PlainRoute, Route, SpoolgateTunnelRoute, Target  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -56,10 +60,9 @@ def make_openvpn() -> Route:
     return OpenVpnRoute()
 
 
-# TODO(no spoolgate tunnel route: the benchmark cannot compare spoolgate's
-# tunnel with OpenVPN and the plain route yet)
 ROUTES: dict[str, Callable[[], Route]] = {
     "plain": PlainRoute,
+    "spoolgate": SpoolgateTunnelRoute,
     "openvpn": make_openvpn,
 }
 
@@ -224,9 +227,28 @@ def print_table(results: list[RouteResult], runs: int) -> None:
             cpu = row["cpu_s_per_gib_median"]
             cpu_text = "-" if cpu is None else f"{cpu:.1f}"
             print(
-                f"{result.route:8} {kind:8} {row['mb_s_median']:8.1f} "
+                f"{result.route:18} {kind:8} {row['mb_s_median']:8.1f} "
                 f"({row['mb_s_min']:.1f}-{row['mb_s_max']:.1f})  cpu {cpu_text}"
             )
+
+
+def make_routes(args: argparse.Namespace) -> list[Route]:
+    """Return the routes to measure, in order, as the options select them."""
+    profile = args.profile.resolve() if args.profile else None
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+    routes: list[Route] = []
+    for name in args.route or list(ROUTES):
+        if name != "spoolgate":
+            routes.append(ROUTES[name]())
+            continue
+        if args.baseline_src is not None:
+            source = args.baseline_src.resolve()
+            routes.append(
+                SpoolgateTunnelRoute(profile, source, name="spoolgate-baseline")
+            )
+        routes.append(SpoolgateTunnelRoute(profile))
+    return routes
 
 
 def parse_args() -> argparse.Namespace:
@@ -245,6 +267,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--runs", type=int, default=3, help="timed copies each way (default: 3)"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run the spoolgate routes' processes under cProfile and write "
+        "ROUTE-bastion.prof and ROUTE-tunnel.prof into DIR (default: no "
+        "profiling; the profiler slows them down, so the rates are not comparable)",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        metavar="DIR",
+        help="also measure spoolgate's tunnel with spoolgate imported from DIR "
+        "(the src folder of another checkout), as route spoolgate-baseline, "
+        "right before each spoolgate route (default: no baseline)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args()
 
@@ -260,8 +298,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="spoolgate-bench-nfs-") as tmp:
         workdir = Path(tmp)
         make_data(workdir / "data.bin", size)
-        for name in args.route or list(ROUTES):
-            results.append(measure_route(ROUTES[name](), workdir, size, args.runs))
+        for route in make_routes(args):
+            results.append(measure_route(route, workdir, size, args.runs))
     report = {
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "commit": git_commit(),

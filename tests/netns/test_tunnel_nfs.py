@@ -605,3 +605,27 @@ def test_bastion_killed_client_reconnects(
     assert tunnel.client.pid == client_pid
     tunnel.nfs_cp(tunnel.lab.nfs_url("restart.bin"), str(tmp_path / "after"))
     assert same_file(tmp_path / "after", big_file)
+
+
+# Benchmark smoke run
+
+
+def test_bench_spoolgate_route_reports_rates(lab_skip_reason: str | None) -> None:
+    # 8 MiB, because the tunnel's CPU time for a 1 MiB copy can round to 0
+    # clock ticks.
+    if lab_skip_reason:
+        pytest.skip(lab_skip_reason)
+    bench = Path(__file__).resolve().parents[2] / "bench" / "nfs.py"
+    command = [
+        sys.executable, str(bench), "--route", "spoolgate",
+        "--size-mib", "8", "--runs", "1", "--json",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(result.stdout)["routes"]["spoolgate"]
+    assert set(rows) == {"v3_read", "v4_read", "v3_write"}
+    for kind, row in rows.items():
+        assert row["mb_s_median"], kind
+        assert row["cpu_s_per_gib_median"], kind
