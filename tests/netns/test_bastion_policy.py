@@ -110,6 +110,16 @@ CONNECT = textwrap.dedent(
 )
 
 
+# Opens a TCP connection and keeps it open, idle, until it is killed.
+HOLD = textwrap.dedent(
+    """
+    import signal, socket, sys
+    sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    signal.pause()
+    """
+)
+
+
 @dataclass
 class User:
     name: str
@@ -684,6 +694,17 @@ def test_policy_reload_revoke_drops_binding(
     assert policy_lab.bastion is not None
     path = f"allowed/{password_user.name}/data.bin"
     assert policy_lab.read(path, password_user) is not None
+    # An idle connection through the proxy, open while the revocation comes.
+    opened = policy_lab.log_text().count("rpc proxy connection open")
+    holder = policy_lab.lab.popen(
+        "client",
+        [sys.executable, "-c", HOLD, policy_lab.config.falcon_ip, "2049"],
+        log_path=policy_lab.work / "holder.log",
+    )
+    policy_lab.processes.append(holder)
+    assert wait_for(
+        lambda: policy_lab.log_text().count("rpc proxy connection open") > opened
+    )
     # Another address for alice revokes her entry; back again re-admits her.
     dropped = policy_lab.log_text().count("rpc policy dropped bindings")
     config_path.write_text(original.replace(f'"{CLIENT_TUN}"', f'"{TUNNEL_NET}.9"'))
@@ -691,6 +712,8 @@ def test_policy_reload_revoke_drops_binding(
     assert wait_for(
         lambda: policy_lab.log_text().count("rpc policy dropped bindings") > dropped
     )
+    assert "clients=alice connections=1" in policy_lab.log_text()
+    stop(holder)
     config_path.write_text(original)
     policy_lab.bastion.send_signal(signal.SIGHUP)
     assert wait_for(
