@@ -11,6 +11,8 @@ Routes:
   plain      the bastion's kernel routes between client and falcon
   spoolgate  spoolgate tunnel (client) and spoolgate bastion (bastion)
   openvpn    OpenVPN 2.6 in TCP mode, user space (bench/openvpn.py)
+  spoolgate-policy  the spoolgate route with RPC policy on: every call passes
+             the bastion's RPC proxy (bench/nfs_policy_route.py)
 
 A new route is a class with the `Route` methods (bench/nfs_routes.py),
 added to `ROUTES`.
@@ -60,9 +62,16 @@ def make_openvpn() -> Route:
     return OpenVpnRoute()
 
 
+def make_policy() -> Route:
+    from nfs_policy_route import SpoolgatePolicyRoute  # beside this file
+
+    return SpoolgatePolicyRoute()
+
+
 ROUTES: dict[str, Callable[[], Route]] = {
     "plain": PlainRoute,
     "spoolgate": SpoolgateTunnelRoute,
+    "spoolgate-policy": make_policy,
     "openvpn": make_openvpn,
 }
 
