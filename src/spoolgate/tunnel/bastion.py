@@ -285,10 +285,11 @@ class Bastion:
             await asyncio.wait([s.link.closed for s in sessions], timeout=5)
 
     def reload(self, config: BastionConfig) -> None:
-        """Apply a new client list; close sessions whose entry changed or went."""
+        """Apply new clients and policy rules; close sessions of changed entries."""
         if config.settings_needing_restart() != self.config.settings_needing_restart():
             log.warning(
-                "config reload: only [[client]] changes apply; restart for others"
+                "config reload: only [[client]], [[policy.*]] and rpc_proxy.nfs4 "
+                "changes apply; restart for the others"
             )
         self._context = self._make_context(config)
         self._pins = {entry.fingerprint: entry for entry in config.clients}
