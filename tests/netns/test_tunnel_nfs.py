@@ -130,7 +130,7 @@ def checksum(data: bytes) -> int:
     """Return the Internet checksum (RFC 1071) of DATA."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -175,14 +175,25 @@ class TunnelLab:
     # Keys and configs
 
     def write_keys(self) -> None:
+        self.bastion_fingerprint = self.keygen("bastion")
+        self.alice_fingerprint = self.keygen("alice")
+        self.keygen("stranger")
+        # spoolgate keygen cannot date a certificate in the past.
         now = datetime.datetime.now(datetime.UTC)
-        self.bastion_pair = keys.write_key_pair(self.root, "bastion", now=now)
-        self.alice = keys.write_key_pair(self.root, "alice", now=now)
-        keys.write_key_pair(self.root, "stranger", now=now)
         self.expired = keys.write_key_pair(
             self.root, "expired", now=now - datetime.timedelta(days=10), days=1
         )
         self.write_bastion_config(with_alice=True)
+
+    def keygen(self, name: str) -> str:
+        """Run ``spoolgate keygen NAME`` in the work folder; return the pin."""
+        argv = [*SPOOLGATE, "keygen", name, "--dir", str(self.root), "--json"]
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=TIMEOUT_S, check=True
+        )
+        fingerprint = json.loads(result.stdout)["fingerprint"]
+        assert isinstance(fingerprint, str)
+        return fingerprint
 
     def write_bastion_config(self, *, with_alice: bool) -> None:
         text = (
@@ -206,7 +217,7 @@ class TunnelLab:
             text += (
                 "[[client]]\n"
                 'name = "alice"\ncert = "alice.crt"\n'
-                f'fingerprint = "{self.alice.fingerprint}"\n'
+                f'fingerprint = "{self.alice_fingerprint}"\n'
                 f'address = "{self.client_address}"\n'
             )
         (self.root / "bastion.toml").write_text(text)
@@ -216,7 +227,7 @@ class TunnelLab:
         path.write_text(
             "[tunnel]\n"
             f'bastion = "{self.lab.config.bastion_client_ip}:{BASTION_PORT}"\n'
-            f'bastion_fingerprint = "{self.bastion_pair.fingerprint}"\n'
+            f'bastion_fingerprint = "{self.bastion_fingerprint}"\n'
             f'key = "{key_name}.key"\ncert = "{key_name}.crt"\n'
             "connect_timeout_s = 3.0\n"
             "backoff_initial_s = 0.1\nbackoff_max_s = 0.5\n"
@@ -590,8 +601,8 @@ def test_bastion_killed_client_reconnects(
     )
     try:
         wait_until(
-            lambda: partial.exists() and partial.stat().st_size > 4 * MIB,
-            "the first 4 MiB of the copy",
+            lambda: partial.exists() and partial.stat().st_size > MIB,
+            "the first MiB of the copy",
         )
         tunnel.bastion.kill()
         tunnel.bastion.wait(timeout=10)
