@@ -21,8 +21,8 @@ added to `ROUTES`.
     python bench/nfs.py --route openvpn --json
     python bench/nfs.py --size-mib 2 --runs 1    # smoke run
     python bench/nfs.py --route spoolgate --profile /tmp/prof   # cProfile both ends
-    git worktree add /tmp/old HEAD~1            # then, before and after in one run:
-    python bench/nfs.py --route spoolgate --baseline-src /tmp/old/src
+    mkdir /tmp/old && git archive HEAD~1 src | tar -x -C /tmp/old
+    python bench/nfs.py --route spoolgate --baseline-src /tmp/old/src  # before/after
 
 Needs root and the lab's Debian packages (scripts/install-test-deps.sh).
 """
