@@ -8,10 +8,16 @@ throw-away SSH key. The key's authorized-keys file lives in the route's
 temporary folder (``login.authorized_keys``), so no account on the host
 changes. ``nfs4 = "enforce"`` lets the NFSv4 read through, checked path by
 path.
+
+``bench/nfs.py --profile`` profiles the ``spoolgate`` route only; set
+``SPOOLGATE_PROFILE_DIR=DIR`` to run this route's bastion and tunnel under
+cProfile too, writing ``spoolgate-policy-bastion.prof`` and
+``spoolgate-policy-tunnel.prof`` into DIR.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,7 +40,11 @@ class SpoolgatePolicyRoute(SpoolgateTunnelRoute):
     """``spoolgate bastion`` with RPC policy, ``spoolgate tunnel``, root logged in."""
 
     def __init__(self) -> None:
-        super().__init__(name="spoolgate-policy")
+        profile = os.environ.get("SPOOLGATE_PROFILE_DIR")
+        super().__init__(
+            profile_dir=Path(profile).resolve() if profile else None,
+            name="spoolgate-policy",
+        )
 
     def start(self, lab: Lab, workdir: Path) -> Target:
         self._tmp = tempfile.TemporaryDirectory(prefix="spoolgate-", dir=workdir)

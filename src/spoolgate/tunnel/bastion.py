@@ -9,10 +9,12 @@ first. Packets from a client pass ``PortFilter`` or are dropped and counted;
 packets read from the tun device go to the session owning their
 destination address, and nowhere else.
 
-With RPC policy on (``config.rpc``), :class:`RPCServices` runs the RPC proxy
-and the login service on the tun address. The kernel redirects the
-clients' RPC connections to the proxy, after the packets passed the checks
-above; the filter also lets TCP to the login service through.
+With RPC policy on (``config.rpc``), the RPC proxy and the login service
+listen on the tun address, in a child process or in this one
+(``rpc_proxy.process``, see :mod:`spoolgate.tunnel.rpcservices`). The
+kernel redirects the clients' RPC connections to the proxy, after the
+packets passed the checks above; the filter also lets TCP to the login
+service through.
 """
 
 from __future__ import annotations
@@ -25,8 +27,7 @@ import logging
 import random
 import signal
 import ssl
-import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from spoolgate.errors import ConfigError, PacketError, PinError
@@ -36,11 +37,9 @@ from spoolgate.tunnel.client import utc_now
 from spoolgate.tunnel.config import (
     BastionConfig,
     ClientEntry,
-    RPCSetup,
     load_bastion_config,
 )
 from spoolgate.tunnel.link import Link
-from spoolgate.tunnel.login import LoginService, start_login_service
 from spoolgate.tunnel.policy import (
     CloseReason,
     Counters,
@@ -49,8 +48,7 @@ from spoolgate.tunnel.policy import (
     abbreviate_fingerprint,
     drop_delta,
 )
-from spoolgate.tunnel.rpcpolicy import RPCPolicy
-from spoolgate.tunnel.rpcproxy import Listener, RPCProxy, start_rpc_proxy
+from spoolgate.tunnel.rpcservices import PolicyServices, start_services
 from spoolgate.tunnel.tun import PacketDevice
 
 log = logging.getLogger(__name__)
@@ -97,121 +95,6 @@ class Session:
         }
 
 
-class RPCServices:
-    """The RPC proxy and the login service of a bastion with RPC policy on.
-
-    Both listen on the tun address and share one :class:`RPCPolicy`. Both
-    name a connection's client by its source address, from the same map of
-    tunnel addresses.
-    """
-
-    def __init__(
-        self,
-        setup: RPCSetup,
-        policy: RPCPolicy,
-        proxy: RPCProxy,
-        login: LoginService,
-    ) -> None:
-        self.setup = setup
-        self.policy = policy
-        self.proxy = proxy
-        self.login = login
-
-    @classmethod
-    async def start(cls, config: BastionConfig, setup: RPCSetup) -> RPCServices:
-        """Start the proxy and the login service on the tun address."""
-        policy = RPCPolicy(setup.policy)
-        addresses = client_addresses(config.clients)
-        listener = Listener(str(config.tun_interface.ip), setup.port)
-        proxy = await start_rpc_proxy(policy, addresses, (listener,), setup.proxy)
-        try:
-            login = await start_login_service(policy, addresses, setup.login)
-        except BaseException:
-            await proxy.close()
-            raise
-        services = cls(setup, policy, proxy, login)
-        log.info(
-            "rpc policy on proxy=%s:%d login=%s:%d policy_clients=%d nfs4=%s",
-            listener.host, setup.port, setup.login.host, login.port,
-            len(setup.policy.clients), setup.policy.nfs4.value,
-        )  # fmt: skip
-        services.warn_clients_without_policy(config.clients)
-        return services
-
-    async def close(self) -> None:
-        """Stop the login service, then the proxy and its connections."""
-        await self.login.close()
-        await self.proxy.close()
-        log.info("rpc policy stopped: proxy and login service closed")
-
-    def reload(self, config: BastionConfig, revoked: Collection[str]) -> None:
-        """Apply new client addresses and rules; forget revoked clients.
-
-        Settings other than the rules need a restart, as the caller logs.
-        """
-        addresses = client_addresses(config.clients)
-        self.proxy.set_addresses(addresses)
-        self.login.set_addresses(addresses)
-        rules = self.setup.policy if config.rpc is None else config.rpc.policy
-        self.policy.update(rules, reset=revoked)
-        closed = self.proxy.close_clients(revoked)
-        if revoked:
-            log.info(
-                "rpc policy dropped bindings and handles clients=%s connections=%d",
-                ",".join(sorted(revoked)),
-                closed,
-            )
-        self.warn_clients_without_policy(config.clients)
-
-    def warn_clients_without_policy(self, clients: tuple[ClientEntry, ...]) -> None:
-        """Log each client that has no policy entry: all its calls are refused."""
-        named = {rule.name for rule in self.policy.settings.clients}
-        for entry in clients:
-            if entry.name not in named:
-                log.warning(
-                    "client=%s has no [[policy.client]] entry: every RPC call "
-                    "from it is refused",
-                    entry.name,
-                )
-
-    def status(self, wall_now: datetime.datetime) -> dict[str, object]:
-        """Return bindings, proxy counters, handle counts and refusals."""
-        now = time.monotonic()
-        snapshot = self.policy.snapshot(now)
-        bindings = []
-        for rule in self.policy.settings.clients:
-            for binding in self.policy.bindings(rule.name, now):
-                remaining = binding.expires_at - now
-                expires = wall_now + datetime.timedelta(seconds=remaining)
-                bindings.append(
-                    {
-                        "client": rule.name,
-                        "user": binding.user.name,
-                        "uid": binding.user.uid,
-                        "gids": sorted(binding.user.gids),
-                        "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "expires_in_s": round(remaining, 1),
-                    }
-                )
-        clients = snapshot["clients"]
-        assert isinstance(clients, dict)
-        for entry in clients.values():
-            entry.pop("bindings", None)
-        return {
-            "bindings": bindings,
-            "proxy": self.proxy.counters.snapshot(),
-            "login": {"logins": self.login.logins, "failures": self.login.failures},
-            "clients": clients,
-            "refused": snapshot["refused"],
-            "replies_unparsed": snapshot["replies_unparsed"],
-        }
-
-
-def client_addresses(clients: tuple[ClientEntry, ...]) -> Mapping[str, str]:
-    """Return the map from tunnel address (text) to client name."""
-    return {str(entry.address): entry.name for entry in clients}
-
-
 def revoked_clients(
     old: tuple[ClientEntry, ...], new: tuple[ClientEntry, ...]
 ) -> frozenset[str]:
@@ -230,7 +113,7 @@ class Bastion:
         ports: frozenset[int],
         *,
         clock: Clock,
-        services: RPCServices | None = None,
+        services: PolicyServices | None = None,
     ) -> None:
         self.config = config
         self.device = device
@@ -243,7 +126,7 @@ class Bastion:
         self._login_filter = (
             None
             if services is None
-            else PortFilter.create(config.tun_interface.ip, {services.login.port})
+            else PortFilter.create(config.tun_interface.ip, {services.login_port})
         )
         self._clock = clock
         self._ids = itertools.count(1)
@@ -303,7 +186,7 @@ class Bastion:
             self.services.reload(config, revoked)
         log.info("config reloaded clients=%d", len(self._pins))
 
-    def status(self) -> dict[str, object]:
+    async def status(self) -> dict[str, object]:
         """Return the status JSON object: sessions, counters, allowed ports."""
         result: dict[str, object] = {
             "sessions": [s.status() for s in self.sessions.values()],
@@ -312,7 +195,7 @@ class Bastion:
         result.update(self.counters.snapshot())
         services = self.services
         result["rpc_policy"] = (
-            None if services is None else services.status(self._clock())
+            None if services is None else await services.report(self._clock())
         )
         return result
 
@@ -542,7 +425,7 @@ async def _serve(
 ) -> None:
     services = None
     if config.rpc is not None:
-        services = await RPCServices.start(config, config.rpc)
+        services = await start_services(config, config.rpc)
     bastion = Bastion(config, device, ports, clock=utc_now, services=services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

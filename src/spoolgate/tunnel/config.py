@@ -72,17 +72,26 @@ class RPCSetup:
 
     Present only when the config has ``[[policy.client]]`` entries or
     ``rpc_proxy.enabled = true``. ``port`` is the proxy's port on the tun
-    address; the login service listens on ``login.port`` there.
+    address; the login service listens on ``login.port`` there. ``process``
+    is ``"separate"`` (a child process runs the proxy and the login
+    service) or ``"inline"`` (the packet relay's event loop runs them).
     """
 
     policy: PolicySettings
     proxy: ProxySettings
     port: int
     login: LoginSettings
+    process: str = "separate"
 
     def settings_needing_restart(self) -> tuple[object, ...]:
         """Return the parts a SIGHUP reload cannot change: all but the rules."""
-        return (self.proxy, self.port, self.login, self.policy.handle_table_size)
+        return (
+            self.proxy,
+            self.port,
+            self.login,
+            self.policy.handle_table_size,
+            self.process,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -305,7 +314,7 @@ def _rpc_setup(
             f"uses rpc_proxy.port ({proxy.port}); pick another port",
         )
     login = dataclasses.replace(login, host=str(interface.ip))
-    return RPCSetup(proxy.policy, proxy.proxy, proxy.port, login)
+    return RPCSetup(proxy.policy, proxy.proxy, proxy.port, login, proxy.process)
 
 
 def _check_policy_names(

@@ -48,6 +48,7 @@ from spoolgate.tunnel.rpcpolicy import (
 )
 
 __all__ = [
+    "PROCESS_MODES",
     "Listener",
     "ProxyConfig",
     "ProxyCounters",
@@ -59,7 +60,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 256 * 1024
+# Read size and StreamReader buffer limit. A READ reply of 1 MiB then
+# arrives in one or two reads instead of eight, because the default 64 KiB
+# limit pauses the socket once 128 KiB wait in the buffer.
+CHUNK_BYTES = 1024 * 1024
+STREAM_LIMIT = 2 * CHUNK_BYTES
 # Linux's SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv4.h,
 # linux/netfilter_ipv6/ip6_tables.h); Python's socket module lacks them.
 SO_ORIGINAL_DST = 80
@@ -72,6 +77,10 @@ RESERVED_PORTS = range(600, 1024)
 RESERVED_PORT_TRIES = 64
 
 FLAVOR_NAMES = {"none": 0, "sys": 1, "gss": 6}
+
+# Where ``spoolgate bastion`` runs the proxy and the login service: in a
+# child process beside the packet relay, or on the relay's own event loop.
+PROCESS_MODES = ("separate", "inline")
 
 # The proxy's port on the bastion's tun address, where the nftables
 # REDIRECT rule sends the clients' RPC connections.
@@ -104,8 +113,10 @@ class ProxySettings:
 class ProxyConfig:
     """Everything ``read_proxy_config`` finds in a config file.
 
-    ``enabled`` and ``port`` matter only inside ``spoolgate bastion``:
-    whether the proxy runs, and its port on the bastion's tun address.
+    ``enabled``, ``port`` and ``process`` matter only inside
+    ``spoolgate bastion``: whether the proxy runs, its port on the bastion's
+    tun address, and whether it runs in a child process (one of
+    ``PROCESS_MODES``).
     """
 
     policy: PolicySettings
@@ -114,6 +125,7 @@ class ProxyConfig:
     addresses: Mapping[str, str]
     enabled: bool = True
     port: int = DEFAULT_BASTION_PORT
+    process: str = "separate"
 
 
 @dataclasses.dataclass(slots=True)
@@ -199,7 +211,9 @@ class RPCProxy:
                     self._tasks.discard(task)
 
         try:
-            server = await asyncio.start_server(accept, listener.host, listener.port)
+            server = await asyncio.start_server(
+                accept, listener.host, listener.port, limit=STREAM_LIMIT
+            )
         except OSError as exc:
             raise TunnelError(
                 f"rpc proxy: cannot listen on {listener.host}:{listener.port}: "
@@ -481,7 +495,9 @@ async def connect_upstream(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a connection to the server, from a port below 1024 if asked."""
     if not reserved_source_port:
-        return await asyncio.open_connection(upstream[0], upstream[1])
+        return await asyncio.open_connection(
+            upstream[0], upstream[1], limit=STREAM_LIMIT
+        )
     family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
     last: OSError | None = None
     for port in random.sample(RESERVED_PORTS, RESERVED_PORT_TRIES):
@@ -504,7 +520,7 @@ async def connect_upstream(
         except BaseException:
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock)
+        return await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
     raise OSError(
         f"no free source port below 1024 after {RESERVED_PORT_TRIES} tries "
         f"({last}); set rpc_proxy.reserved_source_port = false if the server "
@@ -542,8 +558,10 @@ def read_proxy_config(root: ConfigReader, *, bastion: bool = False) -> ProxyConf
     """
     table = root.table("rpc_proxy")
     port = DEFAULT_BASTION_PORT
+    process = PROCESS_MODES[0]
     if bastion:
         port = table.get_int("port", DEFAULT_BASTION_PORT, min=1, max=65535)
+        process = table.get_choice("process", PROCESS_MODES[0], PROCESS_MODES)
     nfs4 = table.get_choice("nfs4", "refuse", [mode.value for mode in NFS4Mode])
     size = table.get_int(
         "handle_table_size", DEFAULT_HANDLE_TABLE_SIZE, min=64, max=10_000_000
@@ -578,7 +596,7 @@ def read_proxy_config(root: ConfigReader, *, bastion: bool = False) -> ProxyConf
                 False,
                 "contradicts the [[policy.client]] entries; remove one of the two",
             )
-    return ProxyConfig(settings, proxy, listeners, addresses, enabled, port)
+    return ProxyConfig(settings, proxy, listeners, addresses, enabled, port, process)
 
 
 def _read_endpoint(reader: ConfigReader, key: str) -> Endpoint | None:

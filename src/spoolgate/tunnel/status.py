@@ -8,12 +8,13 @@ clients and their addresses.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from spoolgate.errors import TunnelError, TunnelUnreachableError
@@ -23,16 +24,23 @@ log = logging.getLogger(__name__)
 MAX_STATUS = 16 * 1024 * 1024
 
 
-async def serve_status(
-    path: Path, provide: Callable[[], dict[str, object]]
-) -> asyncio.AbstractServer:
-    """Listen on the unix socket ``path``; each client gets ``provide()`` as JSON."""
+Provider = Callable[[], dict[str, object] | Awaitable[dict[str, object]]]
+
+
+async def serve_status(path: Path, provide: Provider) -> asyncio.AbstractServer:
+    """Listen on the unix socket ``path``; each client gets ``provide()`` as JSON.
+
+    ``provide`` may be a coroutine function; its result is awaited.
+    """
 
     async def handle(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            writer.write(json.dumps(provide()).encode() + b"\n")
+            found = provide()
+            if inspect.isawaitable(found):
+                found = await found
+            writer.write(json.dumps(found).encode() + b"\n")
             await writer.drain()
         except ConnectionError as exc:
             log.info("status client went away: %s", exc)
