@@ -175,6 +175,30 @@ def test_scan_single_token_with_header_splits() -> None:
     assert scan_bytes(data).offsets.tolist() == [0, len(first)]
 
 
+def test_scan_long_name_after_single_token_same_in_chunks() -> None:
+    first = FROM_A + b"Subject: x\n\ntext\n\n"
+    data = first + b"From 1234@xxx\n" + b"y" * (MAX_FROM_LINE + 100) + b": z\n"
+    whole = scan_bytes(data)
+    assert whole.offsets.tolist() == [0]
+    assert scan_bytes(data, chunk_size=16) == whole
+
+
+def test_scan_dated_line_in_headers_splits() -> None:
+    first = FROM_A + b"Subject: x\n\ntext\n"
+    second = FROM_B + b"Subject: y\n"
+    data = first + second + FROM_A + b"Subject: z\n\nbody\n"
+    offsets = [0, len(first), len(first) + len(second)]
+    assert scan_bytes(data).offsets.tolist() == offsets
+    assert scan_bytes(data, chunk_size=7).offsets.tolist() == offsets
+
+
+def test_scan_volatile_header_after_dated_line_keeps_uidl() -> None:
+    first = FROM_A + b"Subject: x\n\ntext\n"
+    plain = first + FROM_B + b"Subject: y\n\nbody\n"
+    flagged = first + FROM_B + b"Subject: y\nStatus: RO\n\nbody\n"
+    assert scan_bytes(plain).digests == scan_bytes(flagged).digests
+
+
 def test_scan_from_line_longer_than_limit_stays_body() -> None:
     sender = b"x" * MAX_FROM_LINE
     data = FROM_A + b"S: x\n\nFrom " + sender + b" Mon Jan  1 00:00:00 2001\n"
@@ -298,6 +322,22 @@ def scan_windows(data: bytes, step: int) -> ScanBatch:
         position = held + len(window)
     scanner.finish()
     return scanner.take()
+
+
+def test_scanner_window_bytearray_reused_same_result() -> None:
+    data = (FROM_A + b"Subject: x\n\ntext\n\n" + FROM_B + b"S: y\n\nz\n") * 20
+    scanner = MboxScanner(Variant.MBOXRD)
+    window = bytearray()
+    position = 0
+    while position < len(data):
+        held = scanner.held_offset
+        # Refill the same bytearray, as cache.py does with os.preadv.
+        window[:] = data[held : position + 50]
+        scanner.feed_window(window)
+        position = held + len(window)
+        window[:] = b"x" * len(window)
+    scanner.finish()
+    assert scanner.take() == scan_bytes(data, Variant.MBOXRD)
 
 
 def test_scanner_window_without_new_bytes_raises() -> None:
