@@ -91,6 +91,30 @@ _RETRY_MAX_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
+class LockHints:
+    """Settings that lock errors tell the user to change, in the caller's terms.
+
+    The defaults name the ``[locking]`` keys of a config file, for
+    ``spoolgate pop3d``. A command line tool passes hints that name its own
+    options instead. A hint of None is left out of the message.
+
+    Attributes:
+        timeout: the wait setting, formatted with ``timeout_s``.
+        dotlock_stale: the setting of the age after which a dotlock is stale.
+        dotlock_denied: how to go on when no dotlock can be created.
+        no_write_access: how to go on when the mbox cannot be opened
+            read-write.
+    """
+
+    timeout: str | None = "see locking.timeout_s = {timeout_s:g}"
+    dotlock_stale: str | None = "locking.dotlock_stale_s"
+    dotlock_denied: str = (
+        "set locking.dotlock_optional = true to rely on the other locks"
+    )
+    no_write_access: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LockSettings:
     """Lock set for an mbox: the methods, their order and the wait bounds.
 
@@ -103,6 +127,7 @@ class LockSettings:
         dotlock_optional: if true, a dotlock that cannot be created because
             the spool directory is not writable by us is skipped with a
             warning, and the other locks still protect the mbox.
+        hints: the settings that error messages tell the user to change.
     """
 
     order: tuple[LockKind, ...] = DEFAULT_ORDER
@@ -110,6 +135,7 @@ class LockSettings:
     dotlock_stale_s: float = DEFAULT_DOTLOCK_STALE_S
     dotlock_refresh_s: float = DEFAULT_DOTLOCK_REFRESH_S
     dotlock_optional: bool = False
+    hints: LockHints = LockHints()
 
     @classmethod
     def from_config(cls, reader: ConfigReader) -> LockSettings:
@@ -313,7 +339,7 @@ class _Dotlock:
             if exc.errno not in _NOT_WRITABLE:
                 raise _lock_failed(self._path, LockKind.DOTLOCK, exc) from exc
             if not self._settings.dotlock_optional:
-                raise _dotlock_denied(self._path, exc) from exc
+                raise _dotlock_denied(self._path, self._settings, exc) from exc
             log.warning(
                 "dotlock skipped mbox=%s dir=%s error=%s setting=%s",
                 self._path,
@@ -339,7 +365,7 @@ class _Dotlock:
             return os.lstat(temp).st_nlink == 2
         except OSError as exc:
             if exc.errno in _NOT_WRITABLE:
-                raise _dotlock_denied(self._path, exc) from exc
+                raise _dotlock_denied(self._path, self._settings, exc) from exc
             raise _lock_failed(self._path, LockKind.DOTLOCK, exc) from exc
         return True
 
@@ -436,11 +462,13 @@ class _Dotlock:
             problem = "another program removed or replaced it"
         except OSError as exc:
             problem = f"refreshing it failed: {exc.strerror}"
+        stale_setting = self._settings.hints.dotlock_stale
+        fix = f"; raise {stale_setting} if that program broke it as stale"
         log.error(
-            "dotlock lost lock=%s: %s; raise locking.dotlock_stale_s if that "
-            "program broke it as stale",
+            "dotlock lost lock=%s: %s%s",
             self.lock_path,
             problem,
+            fix if stale_setting else "",
         )
 
     def release(self) -> None:
@@ -527,7 +555,7 @@ def acquire(
     LockError if it cannot be taken at all, MboxError if the mbox cannot
     be opened. Nothing stays locked or open when it raises.
     """
-    fd = _open_mbox(path)
+    fd = _open_mbox(path, settings.hints)
     started = clock()
     delay = _RETRY_FIRST_S
     try:
@@ -595,32 +623,39 @@ def lock_mbox(
         lock.release()
 
 
-def _open_mbox(path: Path) -> int:
+def _open_mbox(path: Path, hints: LockHints) -> int:
     try:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise MboxError(f"cannot lock {path}: mbox not found") from exc
+    except IsADirectoryError as exc:
+        raise MboxError(
+            f"cannot lock {path}: it is a directory; give the path of an mbox file"
+        ) from exc
     except OSError as exc:
+        fix = f"; {hints.no_write_access}" if hints.no_write_access else ""
         raise MboxError(
             f"cannot lock {path}: opening it read-write failed: {exc.strerror}; "
-            "fcntl and flock locks and expunge need write access to the mbox"
+            f"fcntl and flock locks and expunge need write access to the mbox{fix}"
         ) from exc
 
 
 def _timeout(
     path: Path, settings: LockSettings, busy: Busy, waited_s: float
 ) -> LockTimeoutError:
+    hints = settings.hints
     if busy.dotlock_age_s is not None:
-        detail = (
-            f"{busy.holder} held for {busy.dotlock_age_s:.0f} s "
-            f"(stale after {settings.dotlock_stale_s:g} s; "
-            "see locking.dotlock_stale_s)"
-        )
+        stale = f"stale after {settings.dotlock_stale_s:g} s"
+        if hints.dotlock_stale:
+            stale += f"; see {hints.dotlock_stale}"
+        detail = f"{busy.holder} held for {busy.dotlock_age_s:.0f} s ({stale})"
     else:
         detail = f"{busy.kind.value} lock held by {busy.holder}"
+    timeout = ""
+    if hints.timeout:
+        timeout = f" ({hints.timeout.format(timeout_s=settings.timeout_s)})"
     return LockTimeoutError(
-        f"cannot lock {path}: {detail}; timed out after {waited_s:.1f} s "
-        f"(see locking.timeout_s = {settings.timeout_s:g})"
+        f"cannot lock {path}: {detail}; timed out after {waited_s:.1f} s{timeout}"
     )
 
 
@@ -628,13 +663,13 @@ def _lock_failed(path: Path, kind: LockKind, exc: OSError) -> LockError:
     return LockError(f"cannot lock {path}: {kind.value} lock failed: {exc}")
 
 
-def _dotlock_denied(path: Path, exc: OSError) -> LockError:
+def _dotlock_denied(path: Path, settings: LockSettings, exc: OSError) -> LockError:
     directory = path.parent
     return LockError(
         f"cannot lock {path}: creating a dotlock in {directory} failed: "
         f"{exc.strerror}; let spoolgate write there (Debian: run it with group "
-        f"mail, since {directory} is usually mode 2775 root:mail) or set "
-        "locking.dotlock_optional = true to rely on the other locks"
+        f"mail, since {directory} is usually mode 2775 root:mail) or "
+        f"{settings.hints.dotlock_denied}"
     )
 
 
