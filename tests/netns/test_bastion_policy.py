@@ -19,6 +19,7 @@ import json
 import os
 import pwd
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -269,7 +270,9 @@ def fill_export(config: LabConfig, users: list[User]) -> None:
     (secret / "plans.txt").write_text("secret\n")
 
 
-def bastion_config(work: Path, config: LabConfig, pam: str, users: list[User]) -> str:
+def bastion_config(
+    work: Path, config: LabConfig, pam: str, users: list[User], process: str
+) -> str:
     alice = keys.load_cert_pem(work / "alice.crt")
     names = ", ".join(f'"{user.name}"' for user in users)
     return textwrap.dedent(
@@ -295,6 +298,9 @@ def bastion_config(work: Path, config: LabConfig, pam: str, users: list[User]) -
         cert = "alice.crt"
         fingerprint = "{keys.cert_fingerprint(alice)}"
         address = "{CLIENT_TUN}"
+
+        [rpc_proxy]
+        process = "{process}"
 
         [login]
         listen = ":{LOGIN_PORT}"
@@ -369,8 +375,10 @@ def start_services(policy_lab: PolicyLab) -> None:
     assert wait_for(lambda: len(policy_lab.sessions()) == 1, TIMEOUT)
 
 
-@pytest.fixture(scope="module")
-def policy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyLab]:
+@pytest.fixture(scope="module", params=["separate", "inline"])
+def policy_lab(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[PolicyLab]:
     reason = missing_requirements()
     if reason:
         pytest.skip(reason)
@@ -405,7 +413,9 @@ def policy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyLab]:
         now = datetime.datetime.now(datetime.UTC)
         keys.write_key_pair(work, "bastion", now=now)
         keys.write_key_pair(work, "alice", now=now)
-        (work / "bastion.toml").write_text(bastion_config(work, config, pam, users))
+        (work / "bastion.toml").write_text(
+            bastion_config(work, config, pam, users, request.param)
+        )
         (work / "tunnel.toml").write_text(tunnel_config(work, config))
         lab.up()
         fill_export(config, users)
@@ -742,3 +752,7 @@ def test_policy_shutdown_removes_table(policy_lab: PolicyLab) -> None:
     assert "spoolgate_" not in tables
     text = policy_lab.log_text()
     assert text.rindex("rpc policy stopped") < text.rindex("nftables table deleted")
+    child = re.search(r"rpc services running in child process pid=(\d+)", text)
+    if child is not None:
+        assert f"rpc services child pid={child[1]} exited code=0" in text
+        assert not Path(f"/proc/{child[1]}").exists()
