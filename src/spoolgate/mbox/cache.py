@@ -298,6 +298,10 @@ def _try_load(
         _warn(warnings, f"{exc}; scanning the mbox instead")
         return None, "cache unreadable"
     except OSError as exc:
+        if not os.path.lexists(cache_path):
+            # A directory on the cache's path cannot be searched, so no cache
+            # file can be seen: that is no cache ("new"), and writing warns.
+            return None, ""
         _warn(
             warnings,
             f"cannot read index cache {cache_path}: {exc.strerror}; "

@@ -425,7 +425,7 @@ class MboxIndex:
         if variant is None:
             raise IndexFormatError(
                 f"cannot load index cache {source}: unknown mbox variant code "
-                f"{variant_code}; delete the file to rebuild it"
+                f"{variant_code}"
             )
         index = cls(variant=variant, digest_bytes=digest_bytes)
         index.identity = FileIdentity(dev, inode, size, mtime_ns, ctime_ns)
@@ -463,32 +463,28 @@ def _little_endian(column: array[int]) -> bytes:
 def _check_frame(data: bytes, source: str) -> int:
     """Check magic, version, length and checksum; return the message count."""
     prefix = f"cannot load index cache {source}"
-    fix = "delete the file to rebuild it"
     if len(data) < _HEADER.size + _CRC.size:
         raise IndexFormatError(
             f"{prefix}: truncated ({len(data)} bytes, header needs "
-            f"{_HEADER.size + _CRC.size}); {fix}"
+            f"{_HEADER.size + _CRC.size})"
         )
     magic, version = struct.unpack_from("<8sI", data)
     if magic != CACHE_MAGIC:
-        raise IndexFormatError(f"{prefix}: not a spoolgate index file; {fix}")
+        raise IndexFormatError(f"{prefix}: not a spoolgate index file")
     if version != CACHE_VERSION:
         raise IndexFormatError(
-            f"{prefix}: format version {version}, this program reads "
-            f"{CACHE_VERSION}; {fix}"
+            f"{prefix}: format version {version}, this program reads {CACHE_VERSION}"
         )
     (stored,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     actual = zlib.crc32(memoryview(data)[: -_CRC.size])
     if stored != actual:
         raise IndexFormatError(
-            f"{prefix}: checksum mismatch (stored {stored:08x}, computed "
-            f"{actual:08x}); {fix}"
+            f"{prefix}: checksum mismatch (stored {stored:08x}, computed {actual:08x})"
         )
     count = _HEADER.unpack_from(data)[-1]
     expected = _HEADER.size + count * _RECORD_BYTES + _CRC.size
     if len(data) != expected:
         raise IndexFormatError(
-            f"{prefix}: {len(data)} bytes, expected {expected} for {count} "
-            f"messages; {fix}"
+            f"{prefix}: {len(data)} bytes, expected {expected} for {count} messages"
         )
     return int(count)
