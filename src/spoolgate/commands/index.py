@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from spoolgate.mbox.cache import (
     scan_file,
 )
 from spoolgate.mbox.index import DEFAULT_DIGEST_BYTES, MboxIndex, Variant
-from spoolgate.mbox.lock import DEFAULT_TIMEOUT_S, LockSettings, lock_mbox
+from spoolgate.mbox.lock import DEFAULT_TIMEOUT_S, LockHints, LockSettings, lock_mbox
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
@@ -42,6 +43,21 @@ index is then built in memory only.
 
 # How many differing messages `check` lists before it stops.
 _MAX_LISTED_DIFFERENCES = 10
+
+# The cache header stores the digest size as an unsigned 32-bit field. A
+# large value costs little: the digest never covers more than the last
+# message.
+_MAX_DIGEST_BYTES = 2**32 - 1
+
+# Lock errors name this command's options, not the pop3d config keys.
+_LOCK_HINTS = LockHints(
+    timeout="see --lock-timeout {timeout_s:g}",
+    dotlock_stale=None,
+    dotlock_denied="pass --no-lock to index it without locking, which is "
+    "safe only while nothing delivers to the mbox",
+    no_write_access="pass --no-lock to index it without locking, which is "
+    "safe only while nothing delivers to the mbox",
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,13 +89,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         default=DEFAULT_DIGEST_BYTES,
         help="bytes at the start of the last message whose digest detects "
-        f"a rewrite (default: {DEFAULT_DIGEST_BYTES})",
+        f"a rewrite, 1 to {_MAX_DIGEST_BYTES} (default: {DEFAULT_DIGEST_BYTES})",
     )
     parser.add_argument(
         "--lock-timeout",
         type=float,
         default=DEFAULT_TIMEOUT_S,
-        help=f"seconds to wait for the mbox lock (default: {DEFAULT_TIMEOUT_S:g})",
+        help="seconds to wait for the mbox lock, 0 or more "
+        f"(default: {DEFAULT_TIMEOUT_S:g})",
     )
     parser.add_argument(
         "--no-lock",
@@ -92,8 +109,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run one ``index`` action and print its result."""
-    if args.digest_bytes < 1:
-        raise ConfigError(f"--digest-bytes must be at least 1, got {args.digest_bytes}")
+    check_options(args)
     variant = Variant(args.variant)
     with _locked(args.mbox, args.no_lock, args.lock_timeout):
         index, report = open_index(
@@ -119,12 +135,25 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Raise ConfigError for a numeric option outside its allowed range."""
+    if not 1 <= args.digest_bytes <= _MAX_DIGEST_BYTES:
+        raise ConfigError(
+            f"--digest-bytes {args.digest_bytes}: must be 1 to {_MAX_DIGEST_BYTES}"
+        )
+    if not (math.isfinite(args.lock_timeout) and args.lock_timeout >= 0):
+        raise ConfigError(
+            f"--lock-timeout {args.lock_timeout}: must be a finite number >= 0 "
+            "(seconds)"
+        )
+
+
 @contextlib.contextmanager
 def _locked(mbox: Path, skip: bool, timeout_s: float) -> Iterator[None]:
     if skip:
         yield
         return
-    with lock_mbox(mbox, LockSettings(timeout_s=timeout_s)):
+    with lock_mbox(mbox, LockSettings(timeout_s=timeout_s, hints=_LOCK_HINTS)):
         yield
 
 
