@@ -7,7 +7,7 @@ self-signed certificate and a config file. The caller puts the mbox in
 writes rc files for fetchmail and mpop once the ports are known, and
 prints how to fetch the mail with real clients, or one JSON line with the
 connection details. Files that exist are reused, so a second run serves
-the same mbox with the same password.
+with the same password and certificate.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from spoolgate.auth import set_password
-from spoolgate.errors import ConfigError
+from spoolgate.errors import ConfigError, DemoError
 from spoolgate.pop3.server import POP3Server, serve
 
-__all__ = ["DEMO_USER", "DemoSite", "prepare_site", "serve_site"]
+__all__ = ["DEMO_USER", "DemoSite", "demo_file_error", "prepare_site", "serve_site"]
 
 DEMO_USER = "demo"
 HOST = "127.0.0.1"
@@ -64,19 +64,34 @@ def prepare_site(
     """Write the passwd file, certificate, config and procmail rc file.
 
     ``mbox`` must already be ``state_dir/spool/demo``. A preferred port
-    that is taken becomes 0, so the server picks a free one.
+    that is taken becomes 0, so the server picks a free one. Raises
+    DemoError when a file cannot be written.
     """
-    state_dir = state_dir.resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    state_dir.chmod(0o700)
-    password = _password(state_dir)
-    certificate = _certificate(state_dir)
-    config = state_dir / "pop3d.toml"
-    ports = (_free_or_zero(pop3_port), _free_or_zero(pop3s_port))
-    config.write_text(_config_text(state_dir, *ports))
-    site = DemoSite(state_dir, mbox.resolve(), password, config, certificate)
-    _write_private(site.path("procmailrc"), f"DEFAULT={site.path('fetchmail.mbox')}\n")
+    try:
+        state_dir = state_dir.resolve()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.chmod(0o700)
+        password = _password(state_dir)
+        certificate = _certificate(state_dir)
+        config = state_dir / "pop3d.toml"
+        ports = (_free_or_zero(pop3_port), _free_or_zero(pop3s_port))
+        config.write_text(_config_text(state_dir, *ports))
+        site = DemoSite(state_dir, mbox.resolve(), password, config, certificate)
+        procmailrc = f"DEFAULT={site.path('fetchmail.mbox')}\n"
+        _write_private(site.path("procmailrc"), procmailrc)
+    except OSError as exc:
+        raise demo_file_error(exc, state_dir) from exc
     return site
+
+
+def demo_file_error(exc: OSError, state_dir: Path) -> DemoError:
+    """Return the error for a failed file operation in the state directory."""
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return DemoError(
+        f"cannot prepare the demo files in {state_dir}: {where}"
+        f"{exc.strerror or exc}; check that the directory is yours and its "
+        "file system has space, or pass another --state-dir"
+    )
 
 
 def _password(state_dir: Path) -> str:
@@ -185,7 +200,10 @@ def serve_site(
 
     def on_ready(server: POP3Server) -> None:
         ports = server.ports
-        _write_client_files(site, ports["pop3"], ports["pop3s"])
+        try:
+            _write_client_files(site, ports["pop3"], ports["pop3s"])
+        except OSError as exc:
+            raise demo_file_error(exc, site.state_dir) from exc
         if as_json:
             details = {**(extra or {}), **_details(site, ports, messages)}
             print(json.dumps(details), flush=True)

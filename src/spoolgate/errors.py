@@ -14,6 +14,10 @@ class ConfigError(SpoolgateError):
     """A configuration file or command line value is invalid."""
 
 
+class DemoError(SpoolgateError):
+    """``spoolgate demo`` could not create, read or write a file of its own."""
+
+
 class TemporaryError(SpoolgateError):
     """A failure that may go away if the operation is tried again later."""
 
