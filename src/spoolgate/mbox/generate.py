@@ -757,9 +757,19 @@ class Generator:
         return i, written
 
 
+_RATE_OPTIONS = (
+    "--attach-rate",
+    "--from-line-rate",
+    "--dot-line-rate",
+    "--crlf-rate",
+    "--unquoted-from-rate",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        description="Generate a deterministic, realistic Unix mbox file."
+        prog="python -m spoolgate.mbox.generate",
+        description="Generate a deterministic, realistic Unix mbox file.",
     )
     p.add_argument("output", help="output mbox path ('-' for stdout)")
     p.add_argument("--messages", "-n", type=int, default=None)
@@ -811,22 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", default=None, help="write per-message JSON lines here")
     p.add_argument("--quiet", "-q", action="store_true")
     a = p.parse_args(argv)
-    if a.messages is not None and a.messages < 1:
-        p.error("--messages must be >= 1")
-    if a.output == "-" and a.no_final_newline:
-        p.error("--no-final-newline needs a file, not stdout")
-    options = GenerateOptions(
-        messages=a.messages,
-        target_size=None if a.target_size is None else parse_size(a.target_size),
-        format=a.format,
-        seed=a.seed,
-        attach_rate=a.attach_rate,
-        from_line_rate=a.from_line_rate,
-        dot_line_rate=a.dot_line_rate,
-        crlf_rate=a.crlf_rate,
-        unquoted_from_rate=a.unquoted_from_rate,
-        no_final_newline=a.no_final_newline,
-    )
+    options = _options_from(p, a)
 
     t0 = time.monotonic()
     if a.output == "-":
@@ -846,6 +841,39 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _options_from(p: argparse.ArgumentParser, a: argparse.Namespace) -> GenerateOptions:
+    """Check the parsed arguments; exit through ``p.error`` on a bad one."""
+    if a.messages is not None and a.messages < 1:
+        p.error("--messages must be >= 1")
+    for option in _RATE_OPTIONS:
+        rate = getattr(a, option.removeprefix("--").replace("-", "_"))
+        # Written so that NaN fails too: every comparison with NaN is false.
+        if not 0.0 <= rate <= 1.0:
+            p.error(f"{option} must be a number from 0 to 1, got {rate}")
+    if a.output == "-" and a.no_final_newline:
+        p.error("--no-final-newline needs a file, not stdout")
+    target_size = None
+    if a.target_size is not None:
+        try:
+            target_size = parse_size(a.target_size)
+        except ValueError:
+            p.error(f"--target-size {a.target_size!r}: not a byte count like 500M")
+        if target_size < 1:
+            p.error(f"--target-size {a.target_size!r}: must be at least 1 byte")
+    return GenerateOptions(
+        messages=a.messages,
+        target_size=target_size,
+        format=a.format,
+        seed=a.seed,
+        attach_rate=a.attach_rate,
+        from_line_rate=a.from_line_rate,
+        dot_line_rate=a.dot_line_rate,
+        crlf_rate=a.crlf_rate,
+        unquoted_from_rate=a.unquoted_from_rate,
+        no_final_newline=a.no_final_newline,
+    )
 
 
 if __name__ == "__main__":
