@@ -42,3 +42,13 @@ def test_generate_module_writes_mbox(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert out.read_bytes().count(b"\nFrom ") == 2
+
+
+@pytest.mark.parametrize("size", ["abc", "inf", "nan", "0", "-5"])
+def test_generate_bad_target_size_exits_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "out"), "--target-size", size])
+    assert info.value.code == 2
+    assert f"--target-size {size!r}" in capsys.readouterr().err

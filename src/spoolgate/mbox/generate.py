@@ -858,7 +858,7 @@ def _options_from(p: argparse.ArgumentParser, a: argparse.Namespace) -> Generate
     if a.target_size is not None:
         try:
             target_size = parse_size(a.target_size)
-        except ValueError:
+        except (ValueError, OverflowError):
             p.error(f"--target-size {a.target_size!r}: not a byte count like 500M")
         if target_size < 1:
             p.error(f"--target-size {a.target_size!r}: must be at least 1 byte")
