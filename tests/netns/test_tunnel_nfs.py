@@ -584,6 +584,51 @@ def test_non_nfs_port_never_arrives(tunnel: TunnelLab, quiet: dict[str, int]) ->
         stop(listener)
 
 
+def client_tun_counter(tunnel: TunnelLab, port: int) -> int:
+    """Return how many packets to PORT entered the client over its tun device."""
+    listing = tunnel.lab.run(
+        "client", ["nft", "-j", "list", "counters", "table", "inet", PROBE_TABLE]
+    )
+    for item in json.loads(listing.stdout)["nftables"]:
+        if "counter" in item and item["counter"]["name"] == "to_client_port":
+            return int(item["counter"]["packets"])
+    raise AssertionError("the client's probe counter is missing")
+
+
+def test_server_side_cannot_open_client_connection(
+    tunnel: TunnelLab, quiet: dict[str, int]
+) -> None:
+    port = PROBE_PORT + 1
+    ruleset = f"""
+table inet {PROBE_TABLE} {{
+    counter to_client_port {{ }}
+    chain prerouting {{
+        type filter hook prerouting priority -300; policy accept;
+        iifname "{TUN_NAME}" tcp dport {port} counter name "to_client_port"
+    }}
+}}
+"""
+    path = tunnel.root / "client-probe.nft"
+    path.write_text(ruleset)
+    tunnel.lab.run("client", ["nft", "-f", str(path)])
+    log = tunnel.root / "client-listener.log"
+    listener = tunnel.lab.popen(
+        "client",
+        [sys.executable, "-c", LISTENER, str(port), str(log)],
+        log_path=tunnel.root / "client-listener.out",
+    )
+    try:
+        wait_until(lambda: log.exists() and "ready" in log.read_text(), "the listener")
+        connect = [sys.executable, "-c", CONNECT, tunnel.client_address, str(port)]
+        result = tunnel.lab.run("falcon", connect, timeout=TIMEOUT_S, check=False)
+        assert result.returncode != 0
+        assert client_tun_counter(tunnel, port) == 0
+        assert "accept" not in log.read_text()
+    finally:
+        stop(listener)
+        tunnel.lab.run("client", ["nft", "delete", "table", "inet", PROBE_TABLE])
+
+
 # Bastion restart
 
 

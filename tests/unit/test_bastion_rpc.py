@@ -161,6 +161,7 @@ def test_proxy_ruleset_redirects_and_forwards_nothing() -> None:
     assert "masquerade" not in script
     forward = script.split("chain forward")[1]
     assert 'iifname "sgbast0" drop' in forward
+    assert 'oifname "sgbast0" drop' in forward
     assert "accept\n" not in forward
 
 

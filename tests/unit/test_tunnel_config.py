@@ -191,6 +191,17 @@ def test_nft_ruleset_names_ports_and_networks() -> None:
     assert script.startswith("add table inet spoolgate_sgbast0\ndelete table")
 
 
+def test_nft_ruleset_forwards_to_tun_only_replies() -> None:
+    script = nft.ruleset(
+        "t", "sgbast0", ipaddress.ip_network("10.231.9.0/24"),
+        ipaddress.ip_address("10.231.3.2"), [2049],
+    )  # fmt: skip
+    forward = script.split("chain forward")[1].split("chain postrouting")[0]
+    lines = [line.strip() for line in forward.splitlines()]
+    established = lines.index('oifname "sgbast0" ct state established,related accept')
+    assert lines.index('oifname "sgbast0" drop') == established + 1
+
+
 def test_nft_ruleset_ipv6_server_uses_ip6() -> None:
     script = nft.ruleset(
         "t", "tun0", ipaddress.ip_network("fd00:9::/64"),

@@ -2,12 +2,14 @@
 
 Without the RPC proxy the table masquerades tunnel traffic toward the NFS
 server, so the server sees the bastion as its client, and repeats the port
-filter in the forward hook. With the proxy (:func:`proxy_ruleset`) it
-redirects that traffic to the proxy's port instead and forwards nothing
-from the tun device; the proxy connects to the server from the bastion's
-own address. ``NatRules.install`` replaces a stale table of the same name
-left by a crash; ``remove`` deletes the table and restores the forwarding
-setting.
+filter in the forward hook. Toward the tun device it forwards only packets
+of connections a client opened, so hosts on the server's side cannot open
+connections to client hosts through the tunnel. With the proxy
+(:func:`proxy_ruleset`) it redirects that traffic to the proxy's port
+instead and forwards nothing from or to the tun device; the proxy
+connects to the server from the bastion's own address.
+``NatRules.install`` replaces a stale table of the same name left by a
+crash; ``remove`` deletes the table and restores the forwarding setting.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ table inet {table} {{
         type filter hook forward priority filter; policy accept;
         iifname "{tun_name}" {family} daddr {server} tcp dport {{ {port_set} }} accept
         iifname "{tun_name}" drop
+        oifname "{tun_name}" ct state established,related accept
+        oifname "{tun_name}" drop
     }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
@@ -73,8 +77,9 @@ def proxy_ruleset(
     """Return the ``nft -f`` script of a bastion whose RPC proxy is on.
 
     TCP from the tun device to the server's RPC ports is redirected to the
-    proxy's port on the tun address, and nothing from the tun device is
-    forwarded, so no packet reaches the server past the proxy.
+    proxy's port on the tun address, and nothing is forwarded from or to the
+    tun device, so no packet reaches the server past the proxy and no host
+    behind the bastion reaches a client host.
     ``service_ports`` are the proxy's and the login service's ports. They
     take connections from the tun device only, because both services
     identify a client by its tunnel source address.
@@ -103,6 +108,7 @@ table inet {table} {{
     chain forward {{
         type filter hook forward priority filter; policy accept;
         iifname "{tun_name}" drop
+        oifname "{tun_name}" drop
     }}
 }}
 """
