@@ -10,6 +10,7 @@ silently.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import tomllib
@@ -138,6 +139,9 @@ class ConfigReader:
         """Return a number within ``[min, max]``, or ``default`` if absent."""
         value = self._get(key, float, default, "a number")
         shown = self._data.get(key, value)
+        if not math.isfinite(value):
+            self.error(key, shown, "must be a finite number")
+            return default
         return self._check_range(key, value, default, min, max, shown)
 
     def _check_range(

@@ -67,3 +67,11 @@ def test_secret_file_readable_by_group_is_rejected(tmp_path: Path) -> None:
         check_secret_file(path, "tls.key")
     path.chmod(0o600)
     check_secret_file(path, "tls.key")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_reader_float_rejects_nan_and_infinity(value: float) -> None:
+    reader = ConfigReader({"timeout_s": value}, "t.toml")
+    assert reader.get_float("timeout_s", 30.0, min=0) == 30.0
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        reader.finish()
