@@ -4,10 +4,12 @@ Usage: python bench/scan.py [--mbox PATH] [--runs N] [--cold] [--json]
 
 Without --mbox it uses (and on first use generates) a ~1 GiB,
 100,000-message mbox in /tmp/spoolgate-bench. Each tool runs once to warm
-up, then --runs times; the script prints the median and p95 seconds of
-each and the ratios of the medians. With --cold the page cache is dropped
-before every timed run (root only; skipped with a note otherwise).
-Standard library and spoolgate only.
+up, then the tools take turns for --runs rounds, so a change in the load of
+a shared machine hits all of them alike. The script prints the median and
+p95 wall-clock seconds of each tool, the median CPU seconds (user + system,
+of this process or of grep), and the ratios of the medians. With --cold
+the page cache is dropped before every timed run (root only; skipped with
+a note otherwise). Standard library and spoolgate only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import mailbox
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -54,19 +57,45 @@ def drop_page_cache() -> bool:
     return True
 
 
-def time_runs(
-    work: Callable[[], int], runs: int, cold: bool
-) -> tuple[list[float], int]:
-    """Run ``work`` once to warm up, then ``runs`` times; return times, result."""
+def cpu_seconds() -> float:
+    """Return the user + system CPU time of this process and its children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def time_once(work: Callable[[], int], cold: bool) -> tuple[float, float, int]:
+    """Run ``work`` once; return wall-clock seconds, CPU seconds and result."""
+    if cold:
+        drop_page_cache()
+    cpu = cpu_seconds()
+    started = time.perf_counter()
     result = work()
-    times = []
-    for _ in range(runs):
-        if cold:
-            drop_page_cache()
-        started = time.perf_counter()
-        result = work()
-        times.append(time.perf_counter() - started)
-    return times, result
+    wall = time.perf_counter() - started
+    return wall, cpu_seconds() - cpu, result
+
+
+def time_rounds(
+    tools: dict[str, tuple[Callable[[], int], int]], cold: bool
+) -> dict[str, tuple[list[float], list[float], int]]:
+    """Warm up each tool, then run the tools in turns; return times per tool.
+
+    A tool with fewer runs than the others drops out of the later rounds.
+    """
+    results: dict[str, tuple[list[float], list[float], int]] = {}
+    for name, (work, runs) in tools.items():
+        if runs >= 1:
+            results[name] = ([], [], work())
+    for round_number in range(max(runs for _, runs in tools.values())):
+        for name, (work, runs) in tools.items():
+            if round_number >= runs:
+                continue
+            wall, cpu, count = time_once(work, cold)
+            walls, cpus, _ = results[name]
+            walls.append(wall)
+            cpus.append(cpu)
+            results[name] = (walls, cpus, count)
+    return results
 
 
 def scan_messages(path: Path) -> int:
@@ -142,14 +171,21 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
     }
     medians = {}
-    for name, (work, runs) in tools.items():
-        if runs < 1:
-            continue
-        times, count = time_runs(work, runs, cold)
-        results[name] = {**summarize(times), "runs": runs, "messages": count}
-        medians[name] = statistics.median(times)
+    cpu_medians = {}
+    for name, (walls, cpus, count) in time_rounds(tools, cold).items():
+        results[name] = {
+            **summarize(walls),
+            "cpu_median_s": statistics.median(cpus),
+            "runs": len(walls),
+            "messages": count,
+        }
+        medians[name] = statistics.median(walls)
+        cpu_medians[name] = statistics.median(cpus)
     base = medians["spoolgate_scan"]
     results["ratio_scan_to_grep"] = base / medians["grep_c"]
+    results["cpu_ratio_scan_to_grep"] = (
+        cpu_medians["spoolgate_scan"] / cpu_medians["grep_c"]
+    )
     if "python_mailbox_keys" in medians:
         results["ratio_mailbox_to_scan"] = medians["python_mailbox_keys"] / base
     if args.json:
