@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from spoolgate.errors import ConfigError
+from spoolgate.errors import ConfigError, RPCError
 from spoolgate.rpc import mount
-from spoolgate.rpc.message import AuthSys, encode_auth_sys, encode_call
+from spoolgate.rpc.message import AuthSys, MsgType, encode_auth_sys, encode_call
+from spoolgate.rpc.record import Record, encode_record
 from spoolgate.tunnel import keys, nft
 from spoolgate.tunnel.bastion import kernel_rules, revoked_clients
 from spoolgate.tunnel.config import ClientEntry, load_bastion_config
@@ -24,6 +28,7 @@ from spoolgate.tunnel.rpcpolicy import (
     UserIdentity,
     split_path,
 )
+from spoolgate.tunnel.rpcproxy import _Raw, _RecordSplitter
 
 NOW = datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.UTC)
 ANN = UserIdentity("ann", 1000, frozenset({1000}))
@@ -249,3 +254,72 @@ def test_policy_update_narrower_users_drops_binding() -> None:
     policy.bind("alice", BOB, 0.0, 100.0)
     policy.update(rules("alice", users=frozenset({"bob"})))
     assert [b.user.name for b in policy.bindings("alice", 1.0)] == ["bob"]
+
+
+def test_bastion_config_process_default_separate(tmp_path: Path) -> None:
+    config = load_bastion_config(write_bastion(tmp_path, POLICY))
+    assert config.rpc is not None
+    assert config.rpc.process == "separate"
+
+
+def test_bastion_config_process_inline(tmp_path: Path) -> None:
+    extra = POLICY + '[rpc_proxy]\nprocess = "inline"\n'
+    config = load_bastion_config(write_bastion(tmp_path, extra))
+    assert config.rpc is not None
+    assert config.rpc.process == "inline"
+
+
+def test_bastion_config_process_unknown_rejected(tmp_path: Path) -> None:
+    extra = POLICY + '[rpc_proxy]\nprocess = "thread"\n'
+    with pytest.raises(ConfigError, match=r"rpc_proxy\.process"):
+        load_bastion_config(write_bastion(tmp_path, extra))
+
+
+def _message(xid: int, body: bytes) -> bytes:
+    return struct.pack(">II", xid, MsgType.REPLY) + body
+
+
+def _passes_even(head: bytes) -> bool:
+    return struct.unpack_from(">I", head)[0] % 2 == 0
+
+
+@given(
+    messages=st.lists(
+        st.tuples(st.integers(0, 5), st.binary(max_size=40), st.integers(1, 20)),
+        max_size=6,
+    ),
+    cuts=st.lists(st.integers(1, 30), max_size=20),
+)
+def test_splitter_any_cuts_keep_bytes_and_records(
+    messages: list[tuple[int, bytes, int]], cuts: list[int]
+) -> None:
+    # Even xids pass through, unless the first fragment is too short to
+    # show the header; the rest come out whole.
+    stream = b"".join(encode_record(_message(x, b), f) for x, b, f in messages)
+    splitter = _RecordSplitter(1 << 20, _passes_even)
+    items = []
+    position = 0
+    for cut in [*cuts, len(stream)]:
+        items += splitter.feed(stream[position : position + cut])
+        position += cut
+    raw = b"".join(item.data for item in items if isinstance(item, _Raw))
+    whole = [item.payload for item in items if isinstance(item, Record)]
+    passed = [(x, b, f) for x, b, f in messages if x % 2 == 0 and f >= 8]
+    assert raw == b"".join(encode_record(_message(x, b), f) for x, b, f in passed)
+    assert whole == [_message(x, b) for x, b, f in messages if (x, b, f) not in passed]
+
+
+def test_splitter_passes_before_record_complete() -> None:
+    record = encode_record(_message(2, b"\0" * 1000))
+    splitter = _RecordSplitter(1 << 20, _passes_even)
+    first = splitter.feed(record[:100])
+    assert (
+        b"".join(item.data for item in first if isinstance(item, _Raw))
+        == (record[:100])
+    )
+
+
+def test_splitter_oversized_passed_record_rejected() -> None:
+    splitter = _RecordSplitter(64, _passes_even)
+    with pytest.raises(RPCError, match="exceeds the limit of 64"):
+        splitter.feed(encode_record(_message(2, b"\0" * 100), 40))

@@ -156,6 +156,16 @@ class Pending:
     compound: nfs4.Compound | None = None
     user: str | None = None
 
+    @property
+    def reads_reply(self) -> bool:
+        """Whether :meth:`RPCPolicy.check_reply` must see the whole reply.
+
+        It must when the reply issues handles or is an EXPORT list. Any
+        other reply passes unchanged, so the proxy may forward it as it
+        arrives.
+        """
+        return _teaches(self)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Forward:

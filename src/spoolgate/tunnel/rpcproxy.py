@@ -33,7 +33,13 @@ from pathlib import Path
 from spoolgate.config import ConfigReader, build, load_toml
 from spoolgate.errors import ConfigError, RPCError, TunnelError
 from spoolgate.rpc.message import MsgType, peek_header
-from spoolgate.rpc.record import DEFAULT_MAX_RECORD_SIZE, RecordReader, encode_record
+from spoolgate.rpc.record import (
+    DEFAULT_MAX_RECORD_SIZE,
+    MAX_FRAGMENT_SIZE,
+    Record,
+    RecordReader,
+    encode_record,
+)
 from spoolgate.tunnel.rpcpolicy import (
     DEFAULT_HANDLE_TABLE_SIZE,
     Answer,
@@ -65,6 +71,8 @@ log = logging.getLogger(__name__)
 # limit pauses the socket once 128 KiB wait in the buffer.
 CHUNK_BYTES = 1024 * 1024
 STREAM_LIMIT = 2 * CHUNK_BYTES
+# The last-fragment bit of a record marking header (RFC 5531, section 11).
+LAST_FRAGMENT = 0x80000000
 # Linux's SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv4.h,
 # linux/netfilter_ipv6/ip6_tables.h); Python's socket module lacks them.
 SO_ORIGINAL_DST = 80
@@ -304,6 +312,102 @@ class RPCProxy:
             return None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Raw:
+    """Bytes of a passed-through record, to be sent on as they are."""
+
+    data: bytes
+
+
+class _RecordSplitter:
+    """Split a record stream into whole records and passed-through bytes.
+
+    At the start of each record, ``passes`` sees the first 8 bytes of its
+    payload (xid and message type). If it returns True, the record's bytes
+    come out as :class:`_Raw` pieces as soon as they arrive, fragment headers
+    included, so a large READ reply is not held back until its last byte
+    came in. Otherwise the record comes out whole as a :class:`Record`.
+    The size limit applies to both kinds.
+    """
+
+    def __init__(self, max_record_size: int, passes: Callable[[bytes], bool]) -> None:
+        self._max_record_size = max_record_size
+        self._passes = passes
+        self._buffer = bytearray()
+        self._payload = bytearray()
+        self._fragments = 0
+        self._total = 0
+        self._passing = False
+        self._left = 0
+        self._whole = False
+
+    def feed(self, data: bytes) -> list[_Raw | Record]:
+        """Add ``data``; return what can go out now, in stream order."""
+        out: list[_Raw | Record] = []
+        if self._left and not self._buffer:
+            taken = min(self._left, len(data))
+            out.append(_Raw(data if taken == len(data) else data[:taken]))
+            self._left -= taken
+            data = data[taken:]
+        self._buffer += data
+        while self._step(out):
+            pass
+        return out
+
+    def _step(self, out: list[_Raw | Record]) -> bool:
+        buffer = self._buffer
+        if self._left:
+            taken = min(self._left, len(buffer))
+            if not taken:
+                return False
+            out.append(_Raw(bytes(buffer[:taken])))
+            del buffer[:taken]
+            self._left -= taken
+            return True
+        if len(buffer) < 4:
+            return False
+        (header,) = struct.unpack_from(">I", buffer)
+        size = header & MAX_FRAGMENT_SIZE
+        last = bool(header & LAST_FRAGMENT)
+        if not self._passing and not self._whole:
+            # First fragment of a record: pass it through or read it whole.
+            if len(buffer) < 4 + min(size, 8):
+                return False
+            self._total = 0
+            self._passing = size >= 8 and self._passes(bytes(buffer[4:12]))
+            self._whole = not self._passing
+        if self._passing:
+            self._total += size
+            self._check_size(self._total)
+            out.append(_Raw(bytes(buffer[:4])))
+            del buffer[:4]
+            self._left = size
+            self._passing = not last
+            return True
+        return self._take_fragment(out, size, last)
+
+    def _take_fragment(self, out: list[_Raw | Record], size: int, last: bool) -> bool:
+        self._check_size(len(self._payload) + size)
+        if len(self._buffer) < 4 + size:
+            return False
+        self._payload += self._buffer[4 : 4 + size]
+        del self._buffer[: 4 + size]
+        self._fragments += 1
+        if last:
+            out.append(Record(bytes(self._payload), self._fragments))
+            self._payload = bytearray()
+            self._fragments = 0
+            self._whole = False
+        return True
+
+    def _check_size(self, total: int) -> None:
+        if total > self._max_record_size:
+            raise RPCError(
+                f"record stream: record of at least {total} bytes exceeds "
+                f"the limit of {self._max_record_size}; closing the connection"
+            )
+
+
 class _TooManyPendingError(RPCError):
     """A client sent more calls than ``max_pending_calls`` before replies came."""
 
@@ -372,15 +476,42 @@ class _Connection:
             await self._drain_both()
 
     async def _pump_replies(self) -> None:
-        records = RecordReader(self._settings.max_record_size)
+        splitter = _RecordSplitter(self._settings.max_record_size, self._passes)
         while data := await self._read(self._server_reader):
             try:
-                for record in records.feed(data):
-                    self._on_reply_record(record.payload)
+                self._send_replies(splitter.feed(data))
             except RPCError as exc:
                 self._malformed("server", exc)
                 return
             await self._drain_both()
+
+    def _send_replies(self, items: list[_Raw | Record]) -> None:
+        raw: list[bytes] = []
+        for item in items:
+            if isinstance(item, _Raw):
+                raw.append(item.data)
+                continue
+            if raw:
+                self._client_writer.write(b"".join(raw))
+                raw.clear()
+            self._on_reply_record(item.payload)
+        if raw:
+            self._client_writer.write(b"".join(raw))
+
+    def _passes(self, head: bytes) -> bool:
+        """Tell whether a reply starting with ``head`` can pass unread.
+
+        Such a reply is matched and counted here, because the record
+        never comes out whole. A reply that is malformed past its header
+        reaches the client as the server sent it.
+        """
+        xid, kind = peek_header(head)
+        pending = self._pending.get(xid)
+        if kind is not MsgType.REPLY or pending is None or pending.reads_reply:
+            return False
+        del self._pending[xid]
+        self._counters.replies += 1
+        return True
 
     async def _drain_both(self) -> None:
         try:
