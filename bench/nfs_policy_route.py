@@ -12,7 +12,9 @@ path.
 ``bench/nfs.py --profile`` profiles the ``spoolgate`` route only; set
 ``SPOOLGATE_PROFILE_DIR=DIR`` to run this route's bastion and tunnel under
 cProfile too, writing ``spoolgate-policy-bastion.prof`` and
-``spoolgate-policy-tunnel.prof`` into DIR.
+``spoolgate-policy-tunnel.prof`` into DIR. ``SPOOLGATE_RPC_PROCESS=inline``
+sets ``rpc_proxy.process = "inline"``, running the proxy on the relay's
+event loop, instead of the default child process.
 """
 
 from __future__ import annotations
@@ -46,6 +48,25 @@ class SpoolgatePolicyRoute(SpoolgateTunnelRoute):
             name="spoolgate-policy",
         )
 
+    _cpu_start: dict[int, float] | None = None
+
+    def _print_cpu_per_process(self, nbytes: int) -> None:
+        """Print each process's CPU s/GiB over all timed copies, to stderr."""
+        if not self._cpu_start:
+            return
+        parts = []
+        for pid, before in self._cpu_start.items():
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            role = next((_ROLES[word] for word in argv if word in _ROLES), str(pid))
+            used = _cpu_seconds(pid) - before
+            parts.append(f"{role} {used / (nbytes / GIB):.2f}")
+        print(
+            f"{self.name} CPU s/GiB per process over the timed copies: "
+            + ", ".join(parts),
+            file=sys.stderr,
+        )
+        self._cpu_start = None
+
     def start(self, lab: Lab, workdir: Path) -> Target:
         self._tmp = tempfile.TemporaryDirectory(prefix="spoolgate-", dir=workdir)
         folder = Path(self._tmp.name)
@@ -59,7 +80,17 @@ class SpoolgatePolicyRoute(SpoolgateTunnelRoute):
         log_in_root(lab, folder / "id_ed25519")
         return Target(lab.config.falcon_ip)
 
+    def tunnel_pids(self) -> list[int]:
+        """Return the bastion, its RPC services child (if any) and the tunnel."""
+        pids = super().tunnel_pids()
+        found = [*pids, *(child for pid in pids for child in _children(pid))]
+        if self._cpu_start is None:
+            # First call: right before the first timed copy.
+            self._cpu_start = {pid: _cpu_seconds(pid) for pid in found}
+        return found
+
     def check_carried(self, lab: Lab, nbytes: int) -> None:
+        self._print_cpu_per_process(nbytes)
         super().check_carried(lab, nbytes)
         status = _status_or_none(self._status) if self._status else None
         rpc = status.get("rpc_policy") if status else None
@@ -72,6 +103,29 @@ class SpoolgatePolicyRoute(SpoolgateTunnelRoute):
             )
 
 
+GIB = 1 << 30
+_ROLES = {
+    b"bastion": "bastion",
+    b"tunnel": "tunnel",
+    b"spoolgate.tunnel.rpcservices": "rpc-child",
+}
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(word) for word in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _cpu_seconds(pid: int) -> float:
+    """Return utime + stime of PID in seconds (fields 14 and 15 of stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def add_policy(folder: Path, bastion_config: Path, tunnel_config: Path) -> None:
     """Turn RPC policy on in the configs and authorize a new SSH key for root."""
     key = folder / "id_ed25519"
@@ -82,10 +136,12 @@ def add_policy(folder: Path, bastion_config: Path, tunnel_config: Path) -> None:
     keys_file.write_text(Path(f"{key}.pub").read_text())
     keys_file.chmod(0o644)
     folder.chmod(0o755)
+    process = os.environ.get("SPOOLGATE_RPC_PROCESS", "separate")
     with bastion_config.open("a") as config:
         config.write(
             "[rpc_proxy]\n"
             'nfs4 = "enforce"\n'
+            f'process = "{process}"\n'
             "[login]\n"
             f'listen = ":{LOGIN_PORT}"\n'
             'methods = ["ssh-key"]\n'
