@@ -21,6 +21,7 @@ from spoolgate.mbox.index import (
     MessageRecord,
     TailMark,
     Variant,
+    split_uidl_column,
 )
 from spoolgate.mbox.scan import scan_bytes
 
@@ -233,3 +234,26 @@ def test_cache_bytes_any_input_loads_or_raises(data: bytes) -> None:
         MboxIndex.from_bytes(data)
     except IndexFormatError:
         pass
+
+
+def test_index_visible_numbers_without_hidden_is_range() -> None:
+    assert make_index(3).visible_numbers() == range(3)
+
+
+def test_index_visible_numbers_skip_hidden() -> None:
+    index = MboxIndex()
+    flags = [int(MessageFlag.HIDDEN), 0, 0]
+    index.extend([0, 10, 20], [10] * 3, [8] * 3, flags, bytes(range(36)))
+    assert index.visible_numbers() == [1, 2]
+
+
+def test_index_columns_copy_sizes_and_uidls() -> None:
+    index = make_index(3)
+    sizes, column = index.size_column(), index.uidl_column()
+    index.remove([0])
+    assert list(sizes) == [90, 91, 92]
+    assert split_uidl_column(column) == [index_uidl_hex(n) for n in (1, 2, 3)]
+
+
+def index_uidl_hex(value: int) -> str:
+    return value.to_bytes(UIDL_DIGEST_BYTES, "little").hex()

@@ -107,6 +107,12 @@ class SmallMaildrop:
     def uidl(self, msgno: int) -> str:
         return f"u{msgno}"
 
+    def all_sizes(self) -> list[int]:
+        return [10, 20]
+
+    def all_uidls(self) -> list[str]:
+        return ["u1", "u2"]
+
 
 def assert_valid_reply(data: bytes) -> None:
     assert REPLY.fullmatch(data), data

@@ -45,6 +45,12 @@ class FakeMaildrop:
     def uidl(self, msgno: int) -> str:
         return f"uid-{msgno}"
 
+    def all_sizes(self) -> list[int]:
+        return self.sizes
+
+    def all_uidls(self) -> list[str]:
+        return [self.uidl(n) for n in range(1, self.count() + 1)]
+
 
 def drain(session: POP3Session) -> tuple[list[Event], Pending]:
     events: list[Event] = []
@@ -509,6 +515,43 @@ def test_uidl_invalid_from_maildrop_raises() -> None:
     session.receive_data(b"UIDL 1\r\n")
     with pytest.raises(POP3StateError):
         drain(session)
+
+
+def test_uidl_listing_skips_deleted() -> None:
+    session = logged_in()
+    events, _ = feed(session, b"DELE 2\r\nUIDL\r\n")
+    assert replies(events).endswith(
+        b"+OK unique-id listing follows\r\n1 uid-1\r\n3 uid-3\r\n.\r\n"
+    )
+
+
+def test_list_empty_maildrop_ends_at_once() -> None:
+    session = logged_in(FakeMaildrop(sizes=[]))
+    events, _ = feed(session, b"LIST\r\nUIDL\r\n")
+    assert replies(events).endswith(
+        b"+OK 0 messages (0 octets)\r\n.\r\n+OK unique-id listing follows\r\n.\r\n"
+    )
+
+
+@pytest.mark.parametrize("uidl", ["has space", "", "x" * 71, "caf\u00e9", "tab\t"])
+def test_uidl_listing_invalid_from_maildrop_raises(uidl: str) -> None:
+    class BadMaildrop(FakeMaildrop):
+        def uidl(self, msgno: int) -> str:
+            return uidl if msgno == 2 else f"uid-{msgno}"
+
+    session = logged_in(BadMaildrop())
+    session.receive_data(b"UIDL\r\n")
+    with pytest.raises(POP3StateError):
+        drain(session)
+
+
+def test_maildrop_sizes_count_mismatch_raises() -> None:
+    class ShortMaildrop(FakeMaildrop):
+        def all_sizes(self) -> list[int]:
+            return self.sizes[:-1]
+
+    with pytest.raises(POP3StateError):
+        logged_in(ShortMaildrop())
 
 
 def test_retr_emits_ok_then_send_message() -> None:

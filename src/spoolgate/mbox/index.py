@@ -39,6 +39,7 @@ __all__ = [
     "MessageRecord",
     "TailMark",
     "Variant",
+    "split_uidl_column",
     "tail_digest",
 ]
 
@@ -131,6 +132,17 @@ class MessageRecord:
     def is_hidden(self) -> bool:
         """Whether the message is kept from POP3 clients."""
         return bool(self.flags & MessageFlag.HIDDEN)
+
+
+# Maps a flags byte to 1 if it has the HIDDEN bit, else to 0.
+_HIDDEN_MARKS = bytes(1 if flags & MessageFlag.HIDDEN else 0 for flags in range(256))
+
+
+def split_uidl_column(column: bytes) -> list[str]:
+    """Return the UIDLs of a ``uidl_column``: 24 lowercase hex digits each."""
+    text = column.hex()
+    width = 2 * UIDL_DIGEST_BYTES
+    return [text[start : start + width] for start in range(0, len(text), width)]
 
 
 def tail_digest(data: bytes) -> bytes:
@@ -227,6 +239,25 @@ class MboxIndex:
     def is_hidden(self, number: int) -> bool:
         """Return whether message ``number`` is kept from POP3 clients."""
         return bool(self._flags[number] & MessageFlag.HIDDEN)
+
+    def visible_numbers(self) -> range | list[int]:
+        """Return the numbers of the messages POP3 clients see, in order.
+
+        Returns a ``range`` when no message is hidden, the usual case, so a
+        large index costs no list.
+        """
+        marks = self._flags.tobytes().translate(_HIDDEN_MARKS)
+        if b"\x01" not in marks:
+            return range(len(self._flags))
+        return [number for number, mark in enumerate(marks) if not mark]
+
+    def size_column(self) -> array[int]:
+        """Return a copy of every message's POP3 size, in file order."""
+        return array("Q", self._sizes)
+
+    def uidl_column(self) -> bytes:
+        """Return a copy of every message's UIDL digest, packed end to end."""
+        return bytes(self._uidls)
 
     def same_records(self, other: MboxIndex) -> bool:
         """Return whether both indexes hold identical records."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 __all__ = ["Maildrop"]
@@ -26,4 +27,12 @@ class Maildrop(Protocol):
 
     def uidl(self, msgno: int) -> str:
         """Return the unique-id of ``msgno``: 1 to 70 characters 0x21-0x7E."""
+        ...
+
+    def all_sizes(self) -> Sequence[int]:
+        """Return every message's size; item 0 is msgno 1."""
+        ...
+
+    def all_uidls(self) -> Sequence[str]:
+        """Return every message's unique-id; item 0 is msgno 1."""
         ...

@@ -25,11 +25,13 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from spoolgate.errors import MaildropInUseError, MboxError
 from spoolgate.mbox.cache import RefreshReport, cache_path_for
+from spoolgate.mbox.index import UIDL_DIGEST_BYTES, MboxIndex, split_uidl_column
 from spoolgate.mbox.store import Mailbox
 from spoolgate.pop3.config import MaildropConfig
 
@@ -180,15 +182,26 @@ class MboxMaildrop:
         self._box = box
         self._claim = claim
         self._lock = threading.Lock()
-        index = None if box is None else box.index
         self.report: RefreshReport | None = None if box is None else box.report
-        self._numbers = (
-            []
-            if index is None
-            else [n for n in range(len(index)) if not index.is_hidden(n)]
-        )
-        self._sizes = [] if index is None else [index.size(n) for n in self._numbers]
-        self._uidls = [] if index is None else [index.uidl(n) for n in self._numbers]
+        # Columns copied from the index, so that a refresh by ``expunge``
+        # cannot change the snapshot. UIDL strings are made on first use,
+        # because a session that only runs STAT or RETR never needs them.
+        self._numbers: Sequence[int] = range(0)
+        self._sizes: Sequence[int] = array("Q")
+        self._uidl_column = b""
+        self._uidls: list[str] | None = None
+        if box is not None:
+            self._take_snapshot(box.index)
+
+    def _take_snapshot(self, index: MboxIndex) -> None:
+        numbers = index.visible_numbers()
+        sizes = index.size_column()
+        column = index.uidl_column()
+        if not isinstance(numbers, range):
+            sizes = array("Q", [sizes[n] for n in numbers])
+            width = UIDL_DIGEST_BYTES
+            column = b"".join(column[n * width : (n + 1) * width] for n in numbers)
+        self._numbers, self._sizes, self._uidl_column = numbers, sizes, column
 
     def count(self) -> int:
         """Return the number of visible messages in the snapshot."""
@@ -200,36 +213,47 @@ class MboxMaildrop:
 
     def uidl(self, msgno: int) -> str:
         """Return the UIDL of ``msgno``."""
-        return self._uidls[msgno - 1]
+        if self._uidls is not None:
+            return self._uidls[msgno - 1]
+        start = (msgno - 1) * UIDL_DIGEST_BYTES
+        return self._uidl_column[start : start + UIDL_DIGEST_BYTES].hex()
 
-    def open_message(self, msgno: int) -> Iterator[bytes]:
-        """Return the message's POP3 octets as an iterator of chunks.
+    def all_sizes(self) -> Sequence[int]:
+        """Return every visible message's size; item 0 is msgno 1."""
+        return self._sizes
 
-        Checks the message's offsets before returning, so a changed mbox
-        raises MboxChangedError here, before anything is sent. Call
-        ``next`` on the iterator through ``read_chunk``.
+    def all_uidls(self) -> Sequence[str]:
+        """Return every visible message's UIDL; item 0 is msgno 1."""
+        if self._uidls is None:
+            self._uidls = split_uidl_column(self._uidl_column)
+        return self._uidls
+
+    def open_message(
+        self, msgno: int, max_bytes: int
+    ) -> tuple[Iterator[bytes], bytes, bool]:
+        """Open ``msgno`` and read its first ``max_bytes`` or more POP3 octets.
+
+        Returns the chunk iterator for later ``read_chunk`` calls, the
+        octets read and whether they are the whole message. Reading the
+        start here saves a worker-thread call, and most messages fit in
+        one read. Checks the message's offsets first, so a changed mbox
+        raises MboxChangedError before anything is sent.
         """
         with self._lock:
             box = self._require_box()
-            return box.read_message(self._numbers[msgno - 1])
+            chunks = box.read_message(self._numbers[msgno - 1])
+            data, ended = _read_joined(chunks, max_bytes)
+            return chunks, data, ended
 
-    def read_chunk(self, chunks: Iterator[bytes], max_bytes: int) -> bytes | None:
-        """Return at least ``max_bytes`` from an ``open_message`` iterator.
+    def read_chunk(self, chunks: Iterator[bytes], max_bytes: int) -> tuple[bytes, bool]:
+        """Return ``max_bytes`` or more from ``chunks``, and whether it ended.
 
-        Returns less at the end of the message and None after it. Chunks
-        are joined so one worker-thread call moves a useful amount of data.
+        Chunks are joined so one worker-thread call moves a useful amount
+        of data. After the end, returns ``(b"", True)``.
         """
         with self._lock:
             self._require_box()
-            parts: list[bytes] = []
-            size = 0
-            while size < max_bytes:
-                chunk = next(chunks, None)
-                if chunk is None:
-                    break
-                parts.append(chunk)
-                size += len(chunk)
-            return b"".join(parts) if parts else None
+            return _read_joined(chunks, max_bytes)
 
     def expunge(self, msgnos: tuple[int, ...]) -> int:
         """Remove these messages from the mbox under its lock; return how many.
@@ -240,7 +264,8 @@ class MboxMaildrop:
         """
         with self._lock:
             box = self._require_box()
-            uidls = [self._uidls[msgno - 1] for msgno in msgnos]
+            all_uidls = self.all_uidls()
+            uidls = [all_uidls[msgno - 1] for msgno in msgnos]
             report = box.relock()
             numbers = box.numbers_for_uidls(uidls)
             if len(numbers) != len(uidls):
@@ -268,3 +293,15 @@ class MboxMaildrop:
                 self._box.close()
                 self._box = None
             self._claim.release()
+
+
+def _read_joined(chunks: Iterator[bytes], max_bytes: int) -> tuple[bytes, bool]:
+    parts: list[bytes] = []
+    size = 0
+    while size < max_bytes:
+        chunk = next(chunks, None)
+        if chunk is None:
+            return b"".join(parts), True
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), False

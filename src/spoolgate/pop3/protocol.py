@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from spoolgate.errors import ConfigError, POP3ProtocolError, POP3StateError
@@ -143,7 +143,8 @@ class POP3Session:
         self._user: str | None = None
         self._maildrop: Maildrop | None = None
         self._count = 0
-        self._sizes: list[int] = []
+        self._sizes: Sequence[int] = ()
+        self._uidls: Sequence[str] | None = None
         self._total_octets = 0
         self._deleted: set[int] = set()
         self._reply(b"+OK spoolgate POP3 server ready")
@@ -245,7 +246,9 @@ class POP3Session:
         self._reply((prefix + text).encode("ascii"))
 
     def _multiline(self, first: str, lines: list[str]) -> None:
-        body = "".join(f"{line}\r\n" for line in lines)
+        self._multiline_body(first, "".join(f"{line}\r\n" for line in lines))
+
+    def _multiline_body(self, first: str, body: str) -> None:
         data = f"+OK {first}\r\n{body}.\r\n".encode("ascii")
         self._events.append(Reply(data))
 
@@ -465,9 +468,12 @@ class POP3Session:
         """
         self._expect(State.AWAIT_MAILDROP, "maildrop_opened")
         count = maildrop.count()
-        sizes = [maildrop.size(msgno) for msgno in range(1, count + 1)]
-        if count < 0 or any(size < 0 for size in sizes):
-            raise POP3StateError("maildrop reported a negative message count or size")
+        sizes = maildrop.all_sizes()
+        if count < 0 or len(sizes) != count or min(sizes, default=0) < 0:
+            raise POP3StateError(
+                "maildrop reported a negative message count or size, or "
+                f"{len(sizes)} sizes for {count} messages"
+            )
         self._maildrop, self._count, self._sizes = maildrop, count, sizes
         self._total_octets = sum(sizes)
         self._user, self._pending_user = self._pending_user, None
@@ -534,8 +540,8 @@ class POP3Session:
                 self._ok(f"{msgno} {self._sizes[msgno - 1]}")
         else:
             count, octets = self._totals()
-            lines = [f"{n} {self._sizes[n - 1]}" for n in self._undeleted()]
-            self._multiline(f"{count} messages ({octets} octets)", lines)
+            body = self._numbered_lines(self._sizes)
+            self._multiline_body(f"{count} messages ({octets} octets)", body)
 
     def _uidl(self, args: list[bytes], rest: bytes) -> None:
         if len(args) > 1:
@@ -545,8 +551,8 @@ class POP3Session:
             if msgno is not None:
                 self._ok(f"{msgno} {self._checked_uidl(msgno)}")
         else:
-            lines = [f"{n} {self._checked_uidl(n)}" for n in self._undeleted()]
-            self._multiline("unique-id listing follows", lines)
+            body = self._numbered_lines(self._checked_uidls())
+            self._multiline_body("unique-id listing follows", body)
 
     def _checked_uidl(self, msgno: int) -> str:
         assert self._maildrop is not None, "TRANSACTION always has a maildrop"
@@ -557,6 +563,34 @@ class POP3Session:
                 f"maildrop returned an invalid uidl {uidl!r} for message {msgno}"
             )
         return uidl
+
+    def _checked_uidls(self) -> Sequence[str]:
+        if self._uidls is None:
+            assert self._maildrop is not None, "TRANSACTION always has a maildrop"
+            uidls = self._maildrop.all_uidls()
+            if len(uidls) != self._count or not _valid_uidls(uidls):
+                raise POP3StateError(
+                    "maildrop returned an invalid uidl listing: "
+                    f"{len(uidls)} uidls for {self._count} messages, or a uidl "
+                    "that is empty, longer than 70 or not in 0x21-0x7E"
+                )
+            self._uidls = uidls
+        return self._uidls
+
+    def _numbered_lines(self, values: Sequence[object]) -> str:
+        """Return ``msgno value`` CRLF lines for the undeleted messages.
+
+        One ``%`` over a repeated format builds the whole listing in C,
+        several times faster than one format call per message.
+        """
+        msgnos: Sequence[int] = range(1, self._count + 1)
+        if self._deleted:
+            msgnos = self._undeleted()
+            values = [values[n - 1] for n in msgnos]
+        fields: list[object] = [None] * (2 * len(msgnos))
+        fields[0::2] = msgnos
+        fields[1::2] = values
+        return ("%d %s\r\n" * len(msgnos)) % tuple(fields)
 
     def _retr(self, args: list[bytes], rest: bytes) -> None:
         if len(args) != 1:
@@ -598,6 +632,18 @@ class POP3Session:
         self._deleted.clear()
         count, octets = self._totals()
         self._ok(f"maildrop has {count} messages ({octets} octets)")
+
+
+def _valid_uidls(uidls: Sequence[str]) -> bool:
+    """Check RFC 1939 section 7's unique-id form for all of ``uidls`` at once."""
+    if not uidls:
+        return True
+    lengths = set(map(len, uidls))
+    if min(lengths) < 1 or max(lengths) > UIDL_MAX_CHARS:
+        return False
+    # Printable ASCII without the space is exactly 0x21-0x7E.
+    text = "".join(uidls)
+    return text.isascii() and text.isprintable() and " " not in text
 
 
 def _decode_user(raw: bytes) -> str | None:
