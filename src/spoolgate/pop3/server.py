@@ -476,7 +476,9 @@ class _Connection:
     async def _receive(self, session: POP3Session) -> None:
         timeout = self._runtime.config.idle_timeout_s
         try:
-            data = await asyncio.wait_for(self._reader.read(READ_BYTES), timeout)
+            # asyncio.timeout, unlike wait_for, starts no task per read.
+            async with asyncio.timeout(timeout):
+                data = await self._reader.read(READ_BYTES)
         except TimeoutError:
             self._writer.write(b"-ERR idle timeout, closing connection\r\n")
             raise _SessionEndError("idle timeout") from None
@@ -518,7 +520,8 @@ class _Connection:
     async def _drain(self) -> None:
         timeout = self._runtime.config.idle_timeout_s
         try:
-            await asyncio.wait_for(self._writer.drain(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._writer.drain()
         except TimeoutError:
             raise _SessionEndError("idle timeout while sending") from None
         except ConnectionError as exc:
@@ -632,7 +635,9 @@ class _Connection:
         maildrop = self._maildrop
         assert maildrop is not None, "SendMessage comes only in TRANSACTION"
         try:
-            chunks = await _in_thread(maildrop.open_message, request.msgno)
+            chunks, data, ended = await _in_thread(
+                maildrop.open_message, request.msgno, STREAM_CHUNK_BYTES
+            )
         except (MboxError, OSError) as exc:
             log.error(
                 "pop3 message unreadable %s user=%r msgno=%d error=%r",
@@ -644,17 +649,26 @@ class _Connection:
             # Replace the "+OK" the session queued for this RETR or TOP.
             self._out[-1] = b"-ERR [SYS/TEMP] message cannot be read now\r\n"
             return
-        await self._flush()
-        await self._stream(maildrop, chunks, MessageEncoder(request.body_lines))
+        # The +OK, the message and the terminator go out in one write when
+        # the message fits in one chunk; larger ones stream.
+        encoder = MessageEncoder(request.body_lines)
+        self._out.append(encoder.feed(data))
+        if not ended and not encoder.done:
+            await self._flush()
+            await self._stream(maildrop, chunks, encoder)
+        self._out.append(encoder.finish())
+        if sum(map(len, self._out)) >= STREAM_CHUNK_BYTES:
+            await self._flush()
         if request.body_lines is None:
             self._retrieved += 1
 
     async def _stream(
         self, maildrop: MboxMaildrop, chunks: Iterator[bytes], encoder: MessageEncoder
     ) -> None:
-        while not encoder.done:
+        ended = False
+        while not ended and not encoder.done:
             try:
-                chunk = await _in_thread(
+                chunk, ended = await _in_thread(
                     maildrop.read_chunk, chunks, STREAM_CHUNK_BYTES
                 )
             except (MboxError, OSError) as exc:
@@ -662,13 +676,10 @@ class _Connection:
                 # client that the message is incomplete.
                 self._writer.transport.abort()
                 raise _SessionEndError(f"read failed mid-message: {exc}") from exc
-            if chunk is None:
-                break
             data = encoder.feed(chunk)
             self._writer.write(data)
             self._octets_sent += len(data)
             await self._drain()
-        self._out.append(encoder.finish())
 
     async def _expunge(self, session: POP3Session, msgnos: tuple[int, ...]) -> None:
         maildrop = self._maildrop
