@@ -11,6 +11,8 @@ Scenarios, each repeated ``--reps`` times (the median is printed):
 
   big first      login+STAT+UIDL+QUIT on the big mbox, no index yet
   big cached     the same again, index in place
+  big login      login+STAT+QUIT only, index in place: the cost of the
+                 password check and of opening the maildrop
   big append     after one message was appended to the mbox
   big delete     after a message in the middle was removed by rewriting
                  the rest of the file in place, as a mail client does
@@ -69,6 +71,7 @@ COPY_CHUNK_BYTES = 16 * 1024 * 1024
 SCENARIOS = (
     "big first",
     "big cached",
+    "big login",
     "big append",
     "big delete",
     "small retr",
@@ -296,6 +299,15 @@ def stat_uidl(account: Account) -> tuple[float, int]:
     return seconds, count
 
 
+def login_stat(account: Account) -> tuple[float, int]:
+    """Time login+STAT+QUIT; return seconds and the message count."""
+    started = time.perf_counter()
+    session = login(account)
+    count, _ = session.stat()
+    session.quit()
+    return time.perf_counter() - started, count
+
+
 def retr_all(account: Account, limit: int | None = None) -> tuple[float, int]:
     """Time login+UIDL+RETR of every (or the first ``limit``) message+QUIT."""
     started = time.perf_counter()
@@ -353,6 +365,7 @@ def run_round(side: Side, data: DataSet, results: Results) -> None:
 
         record("big first", stat_uidl(big))
         record("big cached", stat_uidl(big))
+        record("big login", login_stat(big))
         with side.mbox(BIG_USER).open("ab") as mbox:
             mbox.write(data.extra)
         record("big append", stat_uidl(big))

@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "pop3.py"
 SCENARIOS = {
     "big first",
     "big cached",
+    "big login",
     "big append",
     "big delete",
     "small retr",
@@ -44,5 +45,6 @@ def test_bench_pop3_reports_every_scenario() -> None:
     for scenario, row in report["median_s"].items():
         assert servers <= set(row), scenario
     assert report["count_mismatches"] == []
+    assert report["counts"]["big login"]["spoolgate"] == [200]
     assert report["counts"]["big append"]["spoolgate"] == [201]
     assert report["counts"]["big delete"]["spoolgate"] == [200]
