@@ -29,6 +29,7 @@ import struct
 import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 from spoolgate.config import ConfigReader, build, load_toml
 from spoolgate.errors import ConfigError, RPCError, TunnelError
@@ -66,11 +67,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Read size and StreamReader buffer limit. A READ reply of 1 MiB then
-# arrives in one or two reads instead of eight, because the default 64 KiB
-# limit pauses the socket once 128 KiB wait in the buffer.
-CHUNK_BYTES = 1024 * 1024
-STREAM_LIMIT = 2 * CHUNK_BYTES
+# Bytes received and not yet relayed, per socket, above which the proxy
+# stops reading that socket until its buffer drains.
+STREAM_LIMIT = 2 * 1024 * 1024
 # The last-fragment bit of a record marking header (RFC 5531, section 11).
 LAST_FRAGMENT = 0x80000000
 # Linux's SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv4.h,
@@ -95,6 +94,94 @@ PROCESS_MODES = ("separate", "inline")
 DEFAULT_BASTION_PORT = 7450
 
 Endpoint = tuple[str, int]
+
+
+class _Stream(asyncio.Protocol):
+    """One socket of a proxied connection, read as the chunks that arrive.
+
+    Unlike ``asyncio.StreamReader``, which copies every chunk into a buffer
+    and copies it out again, ``read`` hands over the received ``bytes``
+    objects themselves. Reading pauses while more than ``STREAM_LIMIT``
+    bytes wait, and ``drain`` waits while the transport's write buffer is
+    above its high-water mark.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._eof = False
+        self._paused = False
+        self._readable: asyncio.Future[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.connected: asyncio.Future[None] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.connected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > STREAM_LIMIT and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._writable.set()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def _wake(self) -> None:
+        if self._readable is not None and not self._readable.done():
+            self._readable.set_result(None)
+
+    async def read(self) -> bytes:
+        """Return the bytes received so far, waiting for some; b"" at EOF."""
+        while not self._chunks and not self._eof:
+            self._readable = asyncio.get_running_loop().create_future()
+            await self._readable
+        chunks, self._chunks = self._chunks, []
+        self._buffered = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for sending; dropped if the connection is gone."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its high-water mark."""
+        await self._writable.wait()
+
+    def get_extra_info(self, name: str) -> Any:
+        """Return the transport's extra info ``name``."""
+        assert self.transport is not None
+        return self.transport.get_extra_info(name)
+
+    def close(self) -> None:
+        """Close the socket after sending what is queued."""
+        if self.transport is not None:
+            self.transport.close()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -206,21 +293,16 @@ class RPCProxy:
     async def listen(self, listener: Listener) -> None:
         """Start accepting on ``listener``; raise TunnelError if it cannot bind."""
 
-        async def accept(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-        ) -> None:
-            task = asyncio.current_task()
-            if task is not None:
-                self._tasks.add(task)
-            try:
-                await self._serve(reader, writer, listener)
-            finally:
-                if task is not None:
-                    self._tasks.discard(task)
+        def accept() -> _Stream:
+            stream = _Stream()
+            task = asyncio.create_task(self._serve(stream, listener))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return stream
 
         try:
-            server = await asyncio.start_server(
-                accept, listener.host, listener.port, limit=STREAM_LIMIT
+            server = await asyncio.get_running_loop().create_server(
+                accept, listener.host, listener.port
             )
         except OSError as exc:
             raise TunnelError(
@@ -248,14 +330,12 @@ class RPCProxy:
             "policy": self.policy.snapshot(self._clock()),
         }
 
-    async def _serve(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        listener: Listener,
-    ) -> None:
+    async def _serve(self, stream: _Stream, listener: Listener) -> None:
+        await stream.connected
+        writer = stream
         self.counters.connections += 1
         peer = writer.get_extra_info("peername")
+        assert isinstance(peer, tuple)
         peer_text = f"{peer[0]}:{peer[1]}"
         client = self._addresses.get(address_key(str(peer[0])))
         task = asyncio.current_task()
@@ -284,7 +364,7 @@ class RPCProxy:
                 upstream[0],
                 upstream[1],
             )
-            connection = _Connection(self, client, peer_text, (reader, writer), server)
+            connection = _Connection(self, client, peer_text, stream, server)
             await connection.run()
         finally:
             if task is not None:
@@ -293,7 +373,7 @@ class RPCProxy:
 
     async def _connect(
         self, upstream: Endpoint, client: str, peer: str
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    ) -> _Stream | None:
         try:
             return await asyncio.wait_for(
                 connect_upstream(upstream, self._settings.reserved_source_port),
@@ -420,8 +500,8 @@ class _Connection:
         proxy: RPCProxy,
         client: str,
         peer: str,
-        client_streams: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        server_streams: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        client_stream: _Stream,
+        server_stream: _Stream,
     ) -> None:
         self._proxy = proxy
         self._policy = proxy.policy
@@ -429,8 +509,8 @@ class _Connection:
         self._settings = proxy._settings
         self._client = client
         self._peer = peer
-        self._client_reader, self._client_writer = client_streams
-        self._server_reader, self._server_writer = server_streams
+        self._client_reader = self._client_writer = client_stream
+        self._server_reader = self._server_writer = server_stream
         self._pending: dict[int, Pending] = {}
         self._refusals = 0
 
@@ -451,11 +531,9 @@ class _Connection:
                 self._refusals,
             )
 
-    async def _read(self, reader: asyncio.StreamReader) -> bytes:
+    async def _read(self, reader: _Stream) -> bytes:
         try:
-            return await asyncio.wait_for(
-                reader.read(CHUNK_BYTES), self._settings.idle_timeout_s
-            )
+            return await asyncio.wait_for(reader.read(), self._settings.idle_timeout_s)
         except TimeoutError:
             log.info(
                 "rpc proxy idle timeout client=%s peer=%s", self._client, self._peer
@@ -621,14 +699,12 @@ def original_destination(sock: socket.socket) -> Endpoint:
     return str(ipaddress.IPv4Address(packed)), port
 
 
-async def connect_upstream(
-    upstream: Endpoint, reserved_source_port: bool
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def connect_upstream(upstream: Endpoint, reserved_source_port: bool) -> _Stream:
     """Open a connection to the server, from a port below 1024 if asked."""
+    loop = asyncio.get_running_loop()
     if not reserved_source_port:
-        return await asyncio.open_connection(
-            upstream[0], upstream[1], limit=STREAM_LIMIT
-        )
+        _, stream = await loop.create_connection(_Stream, upstream[0], upstream[1])
+        return stream
     family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
     last: OSError | None = None
     for port in random.sample(RESERVED_PORTS, RESERVED_PORT_TRIES):
@@ -641,7 +717,7 @@ async def connect_upstream(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("", port))
             sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, upstream)
+            await loop.sock_connect(sock, upstream)
         except OSError as exc:
             sock.close()
             if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
@@ -651,7 +727,8 @@ async def connect_upstream(
         except BaseException:
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
+        _, stream = await loop.create_connection(_Stream, sock=sock)
+        return stream
     raise OSError(
         f"no free source port below 1024 after {RESERVED_PORT_TRIES} tries "
         f"({last}); set rpc_proxy.reserved_source_port = false if the server "
