@@ -175,7 +175,7 @@ def test_scan_single_token_with_header_splits() -> None:
     assert scan_bytes(data).offsets.tolist() == [0, len(first)]
 
 
-def test_scan_long_name_after_single_token_same_in_chunks() -> None:
+def test_scan_long_header_name_same_in_chunks() -> None:
     first = FROM_A + b"Subject: x\n\ntext\n\n"
     data = first + b"From 1234@xxx\n" + b"y" * (MAX_FROM_LINE + 100) + b": z\n"
     whole = scan_bytes(data)

@@ -99,8 +99,8 @@ CONTENT_LENGTH_LIMIT = 64 * 1024 * 1024
 # unless its start could still turn out to be a From_ or >From line.
 _LONG_LINE = 4096
 _BOM = b"\xef\xbb\xbf"
-# What the scanner searches: bytes, or a bytearray that a reader fills again
-# for each window.
+# Bytes the scanner searches: a bytes object, or a bytearray that a reader
+# fills again for each window.
 _Buffer = bytes | bytearray
 _LF = 10
 _CR = 13
@@ -114,8 +114,8 @@ _ASCTIME = re.compile(
 )
 # Every "\nFrom " in a body is a candidate separator. The optional group
 # matches the rest of the line when it ends in an asctime-style date (rule 1,
-# the same shape as _ASCTIME), so the common From_ line is accepted without
-# a Python call per line; any other candidate goes to _classify.
+# the same shape as _ASCTIME). So the common From_ line is accepted without
+# a Python call per line, and any other candidate goes to _classify.
 _CANDIDATE = re.compile(
     rb"\nFrom ((?:[^\n]{0,%d}? )?(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) +"
     rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +"
@@ -404,8 +404,8 @@ class MboxScanner:
     def _step_body(self, final: bool) -> bool:
         buf = self._buf
         floor = max(self._search, self._pos - 1, 0)
-        # Headers of a message started by _next_dated end here; that call
-        # left the search for separators inside them to this loop.
+        # Headers of a message started by _next_dated end here. That call
+        # leaves the search for separators inside them to this loop.
         header_end = -1
         for match in _CANDIDATE.finditer(buf, floor):
             hit = match.start()
