@@ -756,3 +756,48 @@ def test_policy_shutdown_removes_table(policy_lab: PolicyLab) -> None:
     if child is not None:
         assert f"rpc services child pid={child[1]} exited code=0" in text
         assert not Path(f"/proc/{child[1]}").exists()
+
+
+def _start_bastion(policy_lab: PolicyLab, log_path: Path) -> subprocess.Popen[bytes]:
+    config = policy_lab.work / "bastion.toml"
+    bastion = start(
+        policy_lab.lab, "bastion",
+        [*SPOOLGATE, "-v", "bastion", "--config", str(config)], log_path,
+    )  # fmt: skip
+    policy_lab.processes.append(bastion)
+    return bastion
+
+
+def _child_pid(log_path: Path) -> int | None:
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    found = re.search(r"rpc services running in child process pid=(\d+)", text)
+    return None if found is None else int(found[1])
+
+
+def test_policy_bastion_stops_when_child_dies(policy_lab: PolicyLab) -> None:
+    if 'process = "inline"' in (policy_lab.work / "bastion.toml").read_text():
+        pytest.skip("the proxy runs inside the bastion process")
+    log_path = policy_lab.work / "bastion-orphaned.log"
+    bastion = _start_bastion(policy_lab, log_path)
+    assert wait_for(lambda: _child_pid(log_path) is not None, TIMEOUT)
+    child = _child_pid(log_path)
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+    assert bastion.wait(timeout=TIMEOUT) == 0
+    text = log_path.read_text(errors="replace")
+    assert f"rpc services child pid={child} exited code=-9" in text
+    assert "nftables table deleted" in text
+
+
+def test_policy_child_exits_with_bastion(policy_lab: PolicyLab) -> None:
+    if 'process = "inline"' in (policy_lab.work / "bastion.toml").read_text():
+        pytest.skip("the proxy runs inside the bastion process")
+    log_path = policy_lab.work / "bastion-killed.log"
+    bastion = _start_bastion(policy_lab, log_path)
+    assert wait_for(lambda: _child_pid(log_path) is not None, TIMEOUT)
+    child = _child_pid(log_path)
+    # SIGKILL: the bastion runs no clean-up, so the child must stop on its
+    # own, by PR_SET_PDEATHSIG or end of file on its socketpair.
+    bastion.kill()
+    bastion.wait()
+    assert wait_for(lambda: not Path(f"/proc/{child}").exists(), TIMEOUT)

@@ -30,7 +30,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from spoolgate.errors import ConfigError, PacketError, PinError
+from spoolgate.errors import ConfigError, PacketError, PinError, TunnelError
 from spoolgate.tunnel import getport, nft, status, tls, tun
 from spoolgate.tunnel import packet as packet_mod
 from spoolgate.tunnel.client import utc_now
@@ -194,9 +194,13 @@ class Bastion:
         }
         result.update(self.counters.snapshot())
         services = self.services
-        result["rpc_policy"] = (
-            None if services is None else await services.report(self._clock())
-        )
+        try:
+            result["rpc_policy"] = (
+                None if services is None else await services.report(self._clock())
+            )
+        except TunnelError as exc:
+            log.error("status: %s", exc)
+            result["rpc_policy"] = {"error": str(exc)}
         return result
 
     # Connection set-up
@@ -424,10 +428,10 @@ async def _serve(
     ports: frozenset[int],
 ) -> None:
     services = None
-    if config.rpc is not None:
-        services = await start_services(config, config.rpc)
-    bastion = Bastion(config, device, ports, clock=utc_now, services=services)
     stop = asyncio.Event()
+    if config.rpc is not None:
+        services = await start_services(config, config.rpc, stop.set)
+    bastion = Bastion(config, device, ports, clock=utc_now, services=services)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -441,7 +445,7 @@ async def _serve(
         raise
     try:
         await stop.wait()
-        log.info("stopping: signal received")
+        log.info("stopping")
     finally:
         status_server.close()
         status.remove_status_socket(config.status_socket)

@@ -85,8 +85,9 @@ RESERVED_PORT_TRIES = 64
 
 FLAVOR_NAMES = {"none": 0, "sys": 1, "gss": 6}
 
-# Where ``spoolgate bastion`` runs the proxy and the login service: in a
-# child process beside the packet relay, or on the relay's own event loop.
+# Values of ``rpc_proxy.process``: the proxy and the login service of
+# ``spoolgate bastion`` run in a child process beside the packet relay, or
+# on the relay's own event loop.
 PROCESS_MODES = ("separate", "inline")
 
 # The proxy's port on the bastion's tun address, where the nftables
@@ -760,7 +761,8 @@ def read_proxy_config(root: ConfigReader, *, bastion: bool = False) -> ProxyConf
     """Read ``[rpc_proxy]``, ``[[rpc_proxy.listener]]`` and ``[[policy.*]]``.
 
     With ``bastion`` set, the file is a ``spoolgate bastion`` config: it
-    may set ``rpc_proxy.enabled`` and ``rpc_proxy.port``, and must not name
+    may set ``rpc_proxy.enabled``, ``rpc_proxy.port`` and
+    ``rpc_proxy.process``, and must not name
     listeners or client addresses, which the bastion derives itself.
     Errors are collected in ``root``; the caller runs ``root.finish()``.
     """

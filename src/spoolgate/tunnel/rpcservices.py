@@ -29,7 +29,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
 from spoolgate.errors import SpoolgateError, TunnelError
@@ -74,11 +74,16 @@ class PolicyServices(Protocol):
         """Stop the login service, then the proxy and its connections."""
 
 
-async def start_services(config: BastionConfig, setup: RPCSetup) -> PolicyServices:
-    """Start the proxy and login service as ``setup.process`` says."""
+async def start_services(
+    config: BastionConfig, setup: RPCSetup, on_child_exit: Callable[[], None]
+) -> PolicyServices:
+    """Start the proxy and login service as ``setup.process`` chooses.
+
+    ``on_child_exit`` runs if the child process exits before ``close``.
+    """
     if setup.process == "inline":
         return await RPCServices.start(config, setup)
-    return await ChildRPCServices.start(config)
+    return await ChildRPCServices.start(config, on_child_exit)
 
 
 class RPCServices:
@@ -243,12 +248,15 @@ class ChildRPCServices:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         login_port: int,
+        on_exit: Callable[[], None],
     ) -> None:
         self._process = process
         self._reader = reader
         self._writer = writer
         self._login_port = login_port
         self._lock = asyncio.Lock()
+        self._closing = False
+        self._watcher = asyncio.create_task(self._watch(on_exit))
 
     @property
     def login_port(self) -> int:
@@ -256,7 +264,9 @@ class ChildRPCServices:
         return self._login_port
 
     @classmethod
-    async def start(cls, config: BastionConfig) -> ChildRPCServices:
+    async def start(
+        cls, config: BastionConfig, on_exit: Callable[[], None]
+    ) -> ChildRPCServices:
         """Start the child, send it ``config`` and wait until it listens."""
         ours, theirs = socket.socketpair()
         try:
@@ -282,7 +292,19 @@ class ChildRPCServices:
                 f"{detail or 'no ready message; see its log lines above'}"
             )
         log.info("rpc services running in child process pid=%d", process.pid)
-        return cls(process, reader, writer, reply[1])
+        return cls(process, reader, writer, reply[1], on_exit)
+
+    async def _watch(self, on_exit: Callable[[], None]) -> None:
+        code = await self._process.wait()
+        if not self._closing:
+            # Nothing serves the redirected RPC connections any more, so
+            # the bastion stops instead of running without its proxy.
+            log.error(
+                "rpc services child pid=%d exited code=%s; stopping the bastion",
+                self._process.pid,
+                code,
+            )
+            on_exit()
 
     def reload(self, config: BastionConfig, revoked: Collection[str]) -> None:
         """Send the new config and the revoked clients to the child at once."""
@@ -302,11 +324,13 @@ class ChildRPCServices:
 
     async def close(self) -> None:
         """Tell the child to stop, and wait for it to exit."""
+        self._closing = True
         with contextlib.suppress(ConnectionError):
             self._writer.write(_encode(("stop",)))
             await self._writer.drain()
         self._writer.close()
         await _reap(self._process)
+        await self._watcher
 
 
 async def _reap(process: asyncio.subprocess.Process) -> None:
