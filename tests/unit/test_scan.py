@@ -175,6 +175,16 @@ def test_scan_single_token_with_header_splits() -> None:
     assert scan_bytes(data).offsets.tolist() == [0, len(first)]
 
 
+@pytest.mark.parametrize("line", [b"From - ", b"From -\t", b"From - \r"])
+def test_scan_single_token_trailing_blank_splits(line: bytes) -> None:
+    first = FROM_A + b"Subject: x\n\ntext\n\n"
+    data = first + line + b"\nX-Mozilla-Status: 0001\n\nbody\n"
+    assert scan_bytes(data).offsets.tolist() == [0, len(first)]
+    for size in (1, 7, 64):
+        chunked = scan_bytes(data, chunk_size=size)
+        assert chunked.offsets.tolist() == [0, len(first)]
+
+
 def test_scan_long_header_name_same_in_chunks() -> None:
     first = FROM_A + b"Subject: x\n\ntext\n\n"
     data = first + b"From 1234@xxx\n" + b"y" * (MAX_FROM_LINE + 100) + b": z\n"

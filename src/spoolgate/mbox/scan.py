@@ -34,8 +34,8 @@ A line is a From_ line (starts a new message) when:
    ``git format-patch`` (``From <sha> Mon Sep 17 00:00:00 2001``), Mailman's
    pipermail archives (``From alice at example.org  Mon Jan  1 ...``) and
    procmail, Postfix ``local`` and mutt all write one; or
-2. it is ``From `` plus one token and nothing else (``From -``,
-   ``From 1234@xxx``), it follows an empty line, and the next line is a
+2. it is ``From `` plus one token and nothing else but blanks (``From -``,
+   ``From - ``, ``From 1234@xxx``), it follows an empty line, and the next line is a
    header line (``Name: value``). Netscape, Thunderbird and some exporters
    write these; or
 3. it is the first line of the file and starts with ``From ``.
@@ -123,7 +123,8 @@ _CANDIDATE = re.compile(
     rb"(?: +(?:[A-Z]{1,5}|[+-]\d{4}))? +\d{4}(?: +(?:[A-Z]{1,5}|[+-]\d{4}))?"
     rb"[ \t]*(?=\n))?" % MAX_FROM_LINE
 )
-_SINGLE_TOKEN = re.compile(rb"From [^ \t\r\n]+\Z")
+# Trailing blanks are allowed: Thunderbird writes "From - " in some versions.
+_SINGLE_TOKEN = re.compile(rb"From [^ \t\r\n]+[ \t]*\Z")
 _FIELD_NAME = re.compile(rb"[!-9;-~]*")
 _CONTENT_LENGTH = re.compile(rb"\ncontent-length:[ \t]*(\d{1,19})[ \t]*\r?\n")
 _INTERNAL_DATA = re.compile(
