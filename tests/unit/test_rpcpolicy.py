@@ -405,6 +405,20 @@ def test_nfs3_unknown_handle_gets_stale(policy: RPCPolicy) -> None:
     assert answer.reply == nfs3.build_error_reply(parse_call(call))
 
 
+def test_nfs3_unknown_handle_detail_names_whole_handle(policy: RPCPolicy) -> None:
+    # Same first 8 bytes (one export), different tails: the details must differ.
+    twin = OTHER_HANDLE[:-1] + bytes([OTHER_HANDLE[-1] ^ 1])
+    first = refused(
+        decide(policy, nfs3_call(nfs3.Nfs3Proc.GETATTR, OTHER_HANDLE)), Refusal.HANDLE
+    )
+    second = refused(
+        decide(policy, nfs3_call(nfs3.Nfs3Proc.GETATTR, twin)), Refusal.HANDLE
+    )
+    assert first.detail != second.detail
+    assert f"/{len(OTHER_HANDLE)}B" in first.detail
+    assert OTHER_HANDLE[:8].hex() not in first.detail
+
+
 @pytest.mark.parametrize(
     "proc", [nfs3.Nfs3Proc.GETATTR, nfs3.Nfs3Proc.READDIR, nfs3.Nfs3Proc.READDIRPLUS]
 )

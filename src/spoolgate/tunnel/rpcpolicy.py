@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -58,6 +59,7 @@ __all__ = [
     "Refusal",
     "UserIdentity",
     "address_key",
+    "handle_digest",
     "split_path",
 ]
 
@@ -70,6 +72,17 @@ MAX_PINNED_HANDLES = 1024
 
 _V3 = b"\x03"
 _V4 = b"\x04"
+
+
+def handle_digest(handle: bytes) -> str:
+    """Return a short log name for a file handle: a SHA-256 prefix and length.
+
+    Handles of one export often share their first bytes (Ganesha's start
+    with the same export id), so a prefix of the handle itself does not
+    tell two handles apart in the logs.
+    """
+    digest = hashlib.sha256(handle).hexdigest()[:12]
+    return f"sha256:{digest}/{len(handle)}B"
 
 
 class Refusal(enum.Enum):
@@ -694,7 +707,7 @@ class RPCPolicy:
                 call,
                 nfs3.build_error_reply(call),
                 Refusal.HANDLE,
-                f"handle {handle[:8].hex()}… was not issued to this client",
+                f"handle {handle_digest(handle)} was not issued to this client",
             )
         return root
 
