@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import runpy
 import struct
 from pathlib import Path
 
@@ -323,3 +324,12 @@ def test_splitter_oversized_passed_record_rejected() -> None:
     splitter = _RecordSplitter(64, _passes_even)
     with pytest.raises(RPCError, match="exceeds the limit of 64"):
         splitter.feed(encode_record(_message(2, b"\0" * 100), 40))
+
+
+# runpy warns that the module is already imported; that is expected here.
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
+def test_rpcservices_logger_name_outside_import() -> None:
+    # The bastion runs the child with ``python -m``, so ``__name__`` is not
+    # the import name; run_module with another run_name shows the same case.
+    namespace = runpy.run_module("spoolgate.tunnel.rpcservices", run_name="__child__")
+    assert namespace["log"].name == "spoolgate.tunnel.rpcservices"

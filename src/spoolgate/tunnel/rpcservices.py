@@ -46,7 +46,9 @@ __all__ = [
     "start_services",
 ]
 
-log = logging.getLogger(__name__)
+# Named in full because the bastion starts this module with ``python -m``,
+# where ``__name__`` is ``__main__``.
+log = logging.getLogger("spoolgate.tunnel.rpcservices")
 
 # Linux's PR_SET_PDEATHSIG (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
