@@ -7,8 +7,11 @@ and the fake server answers MNT, LOOKUP and GETATTR from fixed handles.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+import pytest
 
 from spoolgate.rpc import message, mount, nfs3
 from spoolgate.rpc.message import AcceptedReply, AuthSys, MsgType
@@ -356,3 +359,38 @@ def test_proxy_idle_connection_closed() -> None:
 
     settings = ProxySettings(idle_timeout_s=1.0, reserved_source_port=False)
     run(body, settings=settings)
+
+
+def test_proxy_refusals_summarized_across_connections(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="spoolgate.tunnel.rpcproxy")
+
+    def lines(text: str, level: int) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if text in r.getMessage() and r.levelno == level
+        ]
+
+    async def body(proxy: RPCProxy, fake: FakeServer, port: int) -> None:
+        for xid in range(5):
+            client = await Client.connect(port)
+            await client.send(nfs(nfs3.Nfs3Proc.GETATTR, FILE, xid))
+            await client.receive()
+            client.close()
+        deadline = asyncio.get_running_loop().time() + TIMEOUT_S / 2
+        while not lines("refused calls not logged", logging.WARNING):
+            assert asyncio.get_running_loop().time() < deadline, "no summary line"
+            await asyncio.sleep(0.05)
+
+    settings = ProxySettings(reserved_source_port=False, log_interval_s=1.0)
+    run(body, settings=settings)
+    assert len(lines("refused call client=alice", logging.WARNING)) == 1
+    [summary] = lines("refused calls not logged", logging.WARNING)
+    assert "client=alice" in summary
+    assert "total=4 handle=4" in summary
+    assert lines("connection open", logging.INFO) == []
+    assert lines("connection open", logging.DEBUG) != []
+    opened = lines("rpc proxy connections client=alice", logging.INFO)
+    assert sum(int(line.split("opened=")[1].split()[0]) for line in opened) == 5

@@ -27,6 +27,7 @@ import signal
 import socket
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from spoolgate.rpc.record import (
     RecordReader,
     encode_record,
 )
+from spoolgate.tunnel.repeats import RepeatCounter
 from spoolgate.tunnel.rpcpolicy import (
     DEFAULT_HANDLE_TABLE_SIZE,
     Answer,
@@ -75,9 +77,6 @@ LAST_FRAGMENT = 0x80000000
 # Linux's SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv4.h,
 # linux/netfilter_ipv6/ip6_tables.h); Python's socket module lacks them.
 SO_ORIGINAL_DST = 80
-# At most this many refused calls are logged per connection; the rest are
-# counted and summed up when the connection closes.
-MAX_REFUSAL_LINES = 10
 # Ports below 1024 a root process may bind; Linux knfsd's default "secure"
 # export option accepts only these as client ports.
 RESERVED_PORTS = range(600, 1024)
@@ -203,6 +202,9 @@ class ProxySettings:
     max_pending_calls: int = 4096
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
     reserved_source_port: bool = True
+    # Seconds between the per-client summary lines of connections and of
+    # refused calls not logged one by one. Not a config key.
+    log_interval_s: float = 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -265,6 +267,9 @@ class RPCProxy:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._task_clients: dict[asyncio.Task[None], str] = {}
+        self._refusals = RepeatCounter(settings.log_interval_s)
+        self._connection_counts: dict[str, Counter[str]] = {}
+        self._summary_task: asyncio.Task[None] | None = None
 
     @property
     def sockets(self) -> list[Endpoint]:
@@ -313,6 +318,8 @@ class RPCProxy:
         self._servers.append(server)
         for host, port in self.sockets[-len(server.sockets) :]:
             log.info("rpc proxy listening address=%s:%d", host, port)
+        if self._summary_task is None:
+            self._summary_task = asyncio.create_task(self._log_summaries())
 
     async def close(self) -> None:
         """Stop listening and close every connection."""
@@ -323,6 +330,51 @@ class RPCProxy:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        if self._summary_task is not None:
+            self._summary_task.cancel()
+            self._summary_task = None
+        self._flush_summaries(final=True)
+
+    def count_connection(self, client: str, event: str) -> None:
+        """Count a connection event (opened, idle_closed) for the next summary."""
+        self._connection_counts.setdefault(client, Counter())[event] += 1
+
+    def log_refusal(self, client: str, peer: str, answer: Answer) -> None:
+        """Log the first refused call of ``client`` per interval; count the rest."""
+        assert answer.refusal is not None
+        reason = answer.refusal.value
+        if self._refusals.note(client, reason, self._clock()):
+            log.warning(
+                "rpc proxy refused call client=%s peer=%s xid=%#010x reason=%s: %s "
+                "(more from this client in the next %.0f s are counted)",
+                client,
+                peer,
+                answer.xid,
+                reason,
+                answer.detail,
+                self._refusals.interval_s,
+            )
+
+    async def _log_summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.log_interval_s)
+            self._flush_summaries(final=False)
+
+    def _flush_summaries(self, *, final: bool) -> None:
+        now = self._clock()
+        due = self._refusals.take_all(now) if final else self._refusals.take_due(now)
+        for summary in due:
+            log.warning(
+                "rpc proxy refused calls not logged client=%s in %.0f s: total=%d %s",
+                summary.key,
+                summary.seconds,
+                summary.total,
+                summary.fields(),
+            )
+        for client, counts in sorted(self._connection_counts.items()):
+            fields = " ".join(f"{k}={n}" for k, n in sorted(counts.items()))
+            log.info("rpc proxy connections client=%s: %s", client, fields)
+        self._connection_counts.clear()
 
     def snapshot(self) -> dict[str, object]:
         """Return the proxy counters and the policy state for status output."""
@@ -358,7 +410,8 @@ class RPCProxy:
             server = await self._connect(upstream, client, peer_text)
             if server is None:
                 return
-            log.info(
+            self.count_connection(client, "opened")
+            log.debug(
                 "rpc proxy connection open client=%s peer=%s server=%s:%d",
                 client,
                 peer_text,
@@ -525,7 +578,7 @@ class _Connection:
                 task.cancel()
             await asyncio.gather(to_server, to_client, return_exceptions=True)
             self._server_writer.close()
-            log.info(
+            log.debug(
                 "rpc proxy connection closed client=%s peer=%s refused=%d",
                 self._client,
                 self._peer,
@@ -536,7 +589,8 @@ class _Connection:
         try:
             return await asyncio.wait_for(reader.read(), self._settings.idle_timeout_s)
         except TimeoutError:
-            log.info(
+            self._proxy.count_connection(self._client, "idle_closed")
+            log.debug(
                 "rpc proxy idle timeout client=%s peer=%s", self._client, self._peer
             )
             return b""
@@ -661,22 +715,7 @@ class _Connection:
             )
             return
         self._refusals += 1
-        if self._refusals <= MAX_REFUSAL_LINES:
-            log.warning(
-                "rpc proxy refused call client=%s peer=%s xid=%#010x reason=%s: %s",
-                self._client,
-                self._peer,
-                answer.xid,
-                answer.refusal.value,
-                answer.detail,
-            )
-        elif self._refusals == MAX_REFUSAL_LINES + 1:
-            log.warning(
-                "rpc proxy client=%s peer=%s: more refusals on this connection "
-                "are counted, not logged",
-                self._client,
-                self._peer,
-            )
+        self._proxy.log_refusal(self._client, self._peer, answer)
 
 
 def original_destination(sock: socket.socket) -> Endpoint:
