@@ -105,6 +105,7 @@ def run_service(
     addresses: dict[str, str] | None = None,
     timeout_s: float = 10.0,
     methods: tuple[str, ...] = ("password", "ssh-key"),
+    log_interval_s: float = 60.0,
 ) -> None:
     policy = RPCPolicy(PolicySettings((ClientRule("alice", ((b"export",),)),)))
     settings = LoginSettings(
@@ -123,6 +124,7 @@ def run_service(
             policy,
             {"127.0.0.1": "alice"} if addresses is None else addresses,
             settings,
+            log_interval_s=log_interval_s,
         )
         await service.start()
         try:
@@ -327,6 +329,30 @@ def test_login_idle_session_closed_after_timeout(setup: Setup) -> None:
         writer.close()
 
     run_service(setup, body, timeout_s=0.5)
+
+
+def test_login_timeouts_logged_once_then_counted(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="spoolgate.tunnel.login")
+
+    async def idle_session(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+
+    async def body(service: LoginService, policy: RPCPolicy) -> None:
+        await asyncio.gather(*(idle_session(service.port) for _ in range(5)))
+
+    run_service(setup, body, timeout_s=1.0)
+    messages = [r.getMessage() for r in caplog.records]
+    ended = [m for m in messages if "login session ended client=alice" in m]
+    assert len(ended) == 1
+    assert "timed out after 1 s" in ended[0]
+    summaries = [m for m in messages if "login sessions timed out client=alice" in m]
+    assert len(summaries) == 1
+    assert "4 more" in summaries[0]
 
 
 def test_login_overlong_line_gets_bad(setup: Setup) -> None:

@@ -56,6 +56,7 @@ from spoolgate.errors import (
     TunnelError,
     TunnelUnreachableError,
 )
+from spoolgate.tunnel.repeats import RepeatCounter, RepeatSummary
 from spoolgate.tunnel.rpcpolicy import RPCPolicy, UserIdentity, address_key
 
 __all__ = [
@@ -465,6 +466,7 @@ class LoginService:
         settings: LoginSettings,
         authenticator: Authenticator | None = None,
         clock: Callable[[], float] = time.monotonic,
+        log_interval_s: float = 60.0,
     ) -> None:
         self._policy = policy
         self._addresses = {address_key(a): name for a, name in addresses.items()}
@@ -473,6 +475,10 @@ class LoginService:
         self._clock = clock
         self._server: asyncio.Server | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        # Idle sessions that time out are logged once per client and
+        # interval, then counted: a stuck client may open hundreds.
+        self._timeouts = RepeatCounter(log_interval_s)
+        self._summary_task: asyncio.Task[None] | None = None
         self.failures = 0
         self.logins = 0
 
@@ -501,12 +507,42 @@ class LoginService:
                 f"{self._settings.port}: {exc.strerror}"
             ) from exc
         log.info("login service listening port=%d", self.port)
+        self._summary_task = asyncio.create_task(self._log_summaries())
 
     async def close(self) -> None:
         """Stop listening."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._summary_task is not None:
+            self._summary_task.cancel()
+            self._summary_task = None
+        self._log_timeout_summaries(self._timeouts.take_all(self._clock()))
+
+    async def _log_summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self._timeouts.interval_s)
+            self._log_timeout_summaries(self._timeouts.take_due(self._clock()))
+
+    def _log_timeout_summaries(self, summaries: list[RepeatSummary]) -> None:
+        for summary in summaries:
+            log.info(
+                "login sessions timed out client=%s in %.0f s: %d more, not logged",
+                summary.key,
+                summary.seconds,
+                summary.total,
+            )
+
+    def _log_timeout(self, client: str, peer: str) -> None:
+        if self._timeouts.note(client, "timed_out", self._clock()):
+            log.info(
+                "login session ended client=%s peer=%s: timed out after %.0f s "
+                "(more from this client in the next %.0f s are counted)",
+                client,
+                peer,
+                self._settings.timeout_s,
+                self._timeouts.interval_s,
+            )
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -519,7 +555,10 @@ class LoginService:
                 log.warning("login service refused peer=%s: unknown address", peer_text)
                 return
             await self._session(client, peer_text, reader, writer)
-        except (ConnectionError, TimeoutError) as exc:
+        except TimeoutError:
+            assert client is not None
+            self._log_timeout(client, peer_text)
+        except ConnectionError as exc:
             log.info(
                 "login session ended client=%s peer=%s: %s", client, peer_text, exc
             )
@@ -543,7 +582,7 @@ class LoginService:
         while True:
             remaining = protocol.deadline - self._clock()
             if remaining <= 0:
-                log.warning("login session timed out client=%s peer=%s", client, peer)
+                self._log_timeout(client, peer)
                 return
             data = await asyncio.wait_for(reader.read(4096), remaining)
             if not data:
