@@ -105,6 +105,25 @@ def test_bastion_config_enabled_without_policy(tmp_path: Path) -> None:
     assert config.rpc.policy.clients == ()
 
 
+def test_bastion_config_bad_fingerprint_no_follow_on_error(tmp_path: Path) -> None:
+    path = write_bastion(tmp_path, POLICY)
+    text = path.read_text()
+    start = text.index('fingerprint = "sha256:') + len('fingerprint = "sha256:')
+    digit = "1" if text[start] != "1" else "2"
+    path.write_text(text[:start] + digit + text[start + 1 :])
+    message = config_error(path)
+    assert "does not match" in message
+    assert "names no [[client]] entry" not in message
+
+
+def test_bastion_config_missing_cert_no_follow_on_error(tmp_path: Path) -> None:
+    path = write_bastion(tmp_path, POLICY)
+    (tmp_path / "alice.crt").unlink()
+    message = config_error(path)
+    assert "client[0].cert" in message
+    assert "names no [[client]] entry" not in message
+
+
 def test_bastion_config_errors_reported_together(tmp_path: Path) -> None:
     extra = (
         POLICY + '[[policy.client]]\nname = "mallory"\nexports = ["/x"]\n'

@@ -273,8 +273,11 @@ def _make_bastion(base: Path) -> Callable[[ConfigReader], BastionConfig]:
         portmap = nfs.get_int("portmap_port", 111, min=1, max=65535)
         nfs_port = nfs.get_int("nfs_port", 2049, min=1, max=65535)
         mount = nfs.get_int("mount_port", 0, min=0, max=65535)
-        clients = _clients(root, base, interface)
-        rpc = _rpc_setup(root, clients, interface)
+        # Names of every [[client]] table, valid or not, so that a policy
+        # entry for an invalid client reports only the client's own error.
+        declared: set[str] = set()
+        clients = _clients(root, base, interface, declared)
+        rpc = _rpc_setup(root, declared, interface)
         return BastionConfig(
             host, port, key, cert, status or Path(DEFAULT_STATUS_SOCKET), handshake,
             nat, name, interface, mtu, server, portmap, nfs_port, mount, clients,
@@ -285,7 +288,7 @@ def _make_bastion(base: Path) -> Callable[[ConfigReader], BastionConfig]:
 
 
 def _rpc_setup(
-    root: ConfigReader, clients: tuple[ClientEntry, ...], interface: IPInterface
+    root: ConfigReader, client_names: set[str], interface: IPInterface
 ) -> RPCSetup | None:
     proxy = read_proxy_config(root, bastion=True)
     login = read_login_config(root)
@@ -299,7 +302,7 @@ def _rpc_setup(
                     "[[policy.client]] entries or set rpc_proxy.enabled = true",
                 )
         return None
-    _check_policy_names(root, proxy, clients)
+    _check_policy_names(root, proxy, client_names)
     if login.host and login.host != str(interface.ip):
         root.error(
             "login.listen",
@@ -318,9 +321,8 @@ def _rpc_setup(
 
 
 def _check_policy_names(
-    root: ConfigReader, proxy: ProxyConfig, clients: tuple[ClientEntry, ...]
+    root: ConfigReader, proxy: ProxyConfig, names: set[str]
 ) -> None:
-    names = {entry.name for entry in clients}
     for index, rule in enumerate(proxy.policy.clients):
         if rule.name and rule.name not in names:
             root.error(
@@ -344,14 +346,15 @@ def _interface(reader: ConfigReader) -> IPInterface:
 
 
 def _clients(
-    root: ConfigReader, base: Path, interface: IPInterface
+    root: ConfigReader, base: Path, interface: IPInterface, declared: set[str]
 ) -> tuple[ClientEntry, ...]:
+    """Read the valid [[client]] entries; add every name given to ``declared``."""
     entries: list[ClientEntry] = []
     seen_names: set[str] = set()
     seen_pins: set[str] = set()
     seen_addresses: set[IPAddress] = {interface.ip}
     for reader in root.tables("client"):
-        entry = _client(reader, base, interface)
+        entry = _client(reader, base, interface, declared)
         if entry is None:
             continue
         if entry.name in seen_names:
@@ -368,11 +371,13 @@ def _clients(
 
 
 def _client(
-    reader: ConfigReader, base: Path, interface: IPInterface
+    reader: ConfigReader, base: Path, interface: IPInterface, declared: set[str]
 ) -> ClientEntry | None:
     reader.require("name")
     reader.require("cert")
     name = reader.get_str("name", "")
+    if name:
+        declared.add(name)
     pin = _fingerprint(reader, "fingerprint")
     address = _address(reader, "address")
     if reader.has("address") and address not in interface.network:
