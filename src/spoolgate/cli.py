@@ -42,12 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument(
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument(
         "-v",
         "--verbose",
         action="count",
         default=0,
-        help="log more: once for INFO, twice for DEBUG (default: WARNING)",
+        help="log more: once for INFO, twice for DEBUG (default: WARNING; "
+        "INFO for the daemons bastion, tunnel and pop3d)",
+    )
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=0,
+        help="log less: once for WARNING, twice for ERROR",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
@@ -65,9 +74,22 @@ def exit_code_for(exc: SpoolgateError) -> int:
     return EXIT_FAILED
 
 
-def setup_logging(verbosity: int) -> None:
-    """Send logs to stderr at a level chosen by the number of ``-v`` flags."""
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+def log_level(verbose: int, quiet: int, default: int = logging.WARNING) -> int:
+    """Return the log level for the counts of ``-v`` and ``-q``.
+
+    ``default`` is the subcommand's level without either flag: daemons set
+    INFO with ``parser.set_defaults(log_level=logging.INFO)`` so that their
+    starts, stops and logins are logged.
+    """
+    if verbose:
+        return min(default, logging.INFO if verbose == 1 else logging.DEBUG)
+    if quiet:
+        return max(default, logging.WARNING if quiet == 1 else logging.ERROR)
+    return default
+
+
+def setup_logging(level: int) -> None:
+    """Send logs at ``level`` and above to stderr."""
     logging.basicConfig(
         level=level,
         stream=sys.stderr,
@@ -79,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line tool and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    default = getattr(args, "log_level", logging.WARNING)
+    setup_logging(log_level(args.verbose, args.quiet, default))
     try:
         code: int = args.func(args)
     except SpoolgateError as exc:

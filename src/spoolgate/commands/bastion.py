@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from spoolgate.errors import ConfigError
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="status socket to query (default: bastion.status_socket from --config)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, log_level=logging.INFO)
 
 
 def run(args: argparse.Namespace) -> int:

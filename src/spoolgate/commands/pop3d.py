@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from pathlib import Path
 
 from spoolgate.pop3.server import serve
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_CONFIG,
         help=f"config file (default: {DEFAULT_CONFIG})",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, log_level=logging.INFO)
 
 
 def run(args: argparse.Namespace) -> int:
