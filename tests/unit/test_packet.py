@@ -63,6 +63,17 @@ def test_parse_ipv4_tcp_returns_ports() -> None:
 def test_parse_ipv4_options_skipped() -> None:
     header = packet.parse(ipv4(tcp(1, 111), ihl=7))
     assert header.dst_port == 111
+    assert header.options is True
+
+
+def test_parse_ipv4_without_options_flag_clear() -> None:
+    assert packet.parse(ipv4(tcp(1, 111))).options is False
+
+
+def test_parse_ipv4_fragment_with_options_flagged() -> None:
+    header = packet.parse(ipv4(tcp(1, 111), flags_offset=0x2000, ihl=6))
+    assert header.fragment is True
+    assert header.options is True
 
 
 def test_parse_ipv4_udp_returns_ports() -> None:
@@ -124,6 +135,27 @@ def test_parse_ipv6_extension_header_skipped() -> None:
     header = packet.parse(ipv6(hop_by_hop + tcp(1, 111), next_header=0))
     assert header.protocol == packet.PROTO_TCP
     assert header.dst_port == 111
+
+
+def test_parse_ipv6_hop_by_hop_not_options() -> None:
+    hop_by_hop = bytes([6, 0]) + bytes(6)
+    assert packet.parse(ipv6(hop_by_hop + tcp(1, 111), next_header=0)).options is False
+
+
+def test_parse_ipv6_routing_header_flagged() -> None:
+    # Type 2 routing header with one address: 8 + 16 bytes, length field 2.
+    routing = bytes([6, 2, 2, 1]) + bytes(4) + V6_DST
+    header = packet.parse(ipv6(routing + tcp(1, 2049), next_header=43))
+    assert header.options is True
+    assert header.dst_port == 2049
+
+
+def test_parse_ipv6_routing_before_fragment_flagged() -> None:
+    routing = bytes([44, 2, 2, 1]) + bytes(4) + V6_DST
+    fragment = bytes([6, 0, 0, 0]) + bytes(4)
+    header = packet.parse(ipv6(routing + fragment + tcp(1, 2049), next_header=43))
+    assert header.fragment is True
+    assert header.options is True
 
 
 def test_parse_ipv6_fragment_flagged() -> None:

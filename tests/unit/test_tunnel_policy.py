@@ -25,13 +25,21 @@ def make_packet(
     proto: int = 6,
     port: int = 2049,
     flags_offset: int = 0x4000,
+    options: bytes = b"",
 ) -> bytes:
+    assert len(options) % 4 == 0
     body = struct.pack(">HHIIBBHHH", 40000, port, 0, 0, 0x50, 2, 0, 0, 0)
+    ihl = 5 + len(options) // 4
     head = struct.pack(
-        ">BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 1, flags_offset, 64, proto, 0,
-        src.packed, dst.packed,
+        ">BBHHHBBH4s4s", 0x40 | ihl, 0, 4 * ihl + len(body), 1, flags_offset, 64,
+        proto, 0, src.packed, dst.packed,
     )  # fmt: skip
-    return head + body
+    return head + options + body
+
+
+def route_option(kind: int, hop: ipaddress.IPv4Address) -> bytes:
+    """Return a source or record route option through ``hop``, padded with EOL."""
+    return bytes([kind, 7, 4]) + hop.packed + b"\0"
 
 
 @pytest.mark.parametrize("port", [111, 2049, 20048])
@@ -57,6 +65,26 @@ def test_filter_nfs_port_from_bound_source_passes(port: int) -> None:
 )
 def test_filter_bad_packet_returns_reason(packet: bytes, reason: DropReason) -> None:
     assert FILTER.check(packet, CLIENT.packed) is reason
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        route_option(0x83, OTHER),  # loose source and record route
+        route_option(0x89, OTHER),  # strict source and record route
+        route_option(0x07, OTHER),  # record route
+        b"\x01\x01\x01\x00",  # NOP padding only: still IHL 6
+    ],
+    ids=["lsrr", "ssrr", "record_route", "nop"],
+)
+def test_filter_ipv4_options_dropped(options: bytes) -> None:
+    packet = make_packet(options=options)
+    assert FILTER.check(packet, CLIENT.packed) is DropReason.IP_OPTIONS
+
+
+def test_filter_ipv4_options_fragment_counts_as_fragment() -> None:
+    packet = make_packet(options=route_option(0x83, OTHER), flags_offset=0x2000)
+    assert FILTER.check(packet, CLIENT.packed) is DropReason.FRAGMENT
 
 
 def test_filter_other_client_address_is_spoofed() -> None:

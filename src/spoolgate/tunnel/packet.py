@@ -2,8 +2,8 @@
 
 Only the fields the bastion's policy needs are parsed: addresses (as
 packed bytes, so comparing them allocates nothing), the transport
-protocol, ports, and whether the packet is a fragment. Anything that is
-not a complete header raises ``PacketError``.
+protocol, ports, whether the packet is a fragment and whether it carries
+IP options. Anything that is not a complete header raises ``PacketError``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ UDP_HEADER = 8
 # IPv6 extension headers that may stand before the transport header
 # (RFC 8200 section 4): hop-by-hop, routing, destination options.
 _IPV6_SKIPPABLE = frozenset({0, 43, 60})
+_IPV6_ROUTING = 43
 _IPV6_FRAGMENT = 44
 _IPV6_MAX_EXTENSIONS = 8
 
@@ -33,7 +34,9 @@ class PacketHeader:
 
     ``src_port`` and ``dst_port`` are None unless the packet is TCP or UDP
     with a complete transport header. ``fragment`` is True for any piece of
-    a fragmented datagram, the first one included.
+    a fragmented datagram, the first one included. ``options`` is True for
+    an IPv4 header longer than 20 bytes (IHL > 5: options such as LSRR,
+    SSRR or record route) and for an IPv6 packet with a routing header.
     """
 
     version: int
@@ -43,6 +46,7 @@ class PacketHeader:
     fragment: bool
     src_port: int | None = None
     dst_port: int | None = None
+    options: bool = False
 
 
 def destination(packet: bytes) -> bytes:
@@ -84,10 +88,11 @@ def _parse_ipv4(packet: bytes) -> PacketHeader:
     protocol = packet[9]
     src = packet[12:16]
     dst = packet[16:20]
+    options = header_len > IPV4_MIN_HEADER
     if fragment:
-        return PacketHeader(4, src, dst, protocol, True)
+        return PacketHeader(4, src, dst, protocol, True, options=options)
     ports = _transport_ports(packet, header_len, total_len, protocol)
-    return PacketHeader(4, src, dst, protocol, False, *ports)
+    return PacketHeader(4, src, dst, protocol, False, *ports, options=options)
 
 
 def _parse_ipv6(packet: bytes) -> PacketHeader:
@@ -101,18 +106,22 @@ def _parse_ipv6(packet: bytes) -> PacketHeader:
     dst = packet[24:40]
     next_header = packet[6]
     offset = IPV6_HEADER
+    routing = False
     for _ in range(_IPV6_MAX_EXTENSIONS):
         if next_header in _IPV6_SKIPPABLE:
             if offset + 8 > end:
                 raise PacketError("truncated IPv6 extension header")
+            routing = routing or next_header == _IPV6_ROUTING
             next_header, offset = packet[offset], offset + (packet[offset + 1] + 1) * 8
         elif next_header == _IPV6_FRAGMENT:
             if offset + 8 > end:
                 raise PacketError("truncated IPv6 fragment header")
-            return PacketHeader(6, src, dst, packet[offset], True)
+            return PacketHeader(6, src, dst, packet[offset], True, options=routing)
         else:
             ports = _transport_ports(packet, offset, end, next_header)
-            return PacketHeader(6, src, dst, next_header, False, *ports)
+            return PacketHeader(
+                6, src, dst, next_header, False, *ports, options=routing
+            )
     raise PacketError(f"more than {_IPV6_MAX_EXTENSIONS} IPv6 extension headers")
 
 

@@ -24,6 +24,7 @@ class DropReason(enum.Enum):
 
     MALFORMED = "malformed"
     FRAGMENT = "fragment"
+    IP_OPTIONS = "ip_options"
     SPOOFED_SOURCE = "spoofed_source"
     WRONG_DESTINATION = "wrong_destination"
     NOT_TCP = "not_tcp"
@@ -109,6 +110,10 @@ class PortFilter:
             return DropReason.MALFORMED
         if header.fragment:
             return DropReason.FRAGMENT
+        # Source routing (LSRR, SSRR) could steer a packet past the server
+        # to another host; Linux NFS clients and libnfs send no IP options.
+        if header.options:
+            return DropReason.IP_OPTIONS
         if header.src != bound_source:
             return DropReason.SPOOFED_SOURCE
         if header.dst != self.server:
