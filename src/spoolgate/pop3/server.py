@@ -377,7 +377,11 @@ async def _in_thread(
     still waits for the thread to end (an expunge is never left half-done
     by us) and passes an unwanted result to ``on_abandon``.
     """
-    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    # run_in_executor, unlike to_thread, needs no task of its own; the
+    # context copy keeps the session id for log lines from the thread.
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    task = loop.run_in_executor(None, context.run, func, *args)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
