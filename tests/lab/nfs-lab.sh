@@ -352,21 +352,32 @@ cmd_status() {
         echo "falcon daemons: not running"
         ok=1
     fi
-    if ((ok == 0)) && ns_exists "$NS_C"; then
-        if timeout 10 ip netns exec "$NS_C" rpcinfo -p "$FALCON_IP"; then
-            if timeout 10 ip netns exec "$NS_C" nfs-ls "nfs://$FALCON_IP/export?version=3" >/dev/null; then
-                echo "nfs-ls v3 from $NS_C: ok"
-            else
-                echo "nfs-ls v3 from $NS_C: FAILED"
-                ok=1
-            fi
-        else
-            echo "rpcinfo from $NS_C failed"
-            ok=1
-        fi
+    # With LAB_FORWARD=0 the client's direct path is blocked on purpose, so
+    # falcon is checked from the bastion namespace instead.
+    local probe_ns=$NS_C
+    if [[ $FORWARD == 0 ]]; then
+        probe_ns=$NS_B
+        echo "path $NS_C -> falcon: blocked (LAB_FORWARD=0)"
+    fi
+    if ((ok == 0)) && ns_exists "$probe_ns"; then
+        probe_falcon "$probe_ns" || ok=1
     fi
     ((absent == 0)) || ok=1
     return $ok
+}
+
+# probe_falcon NS: rpcinfo and an NFSv3 listing of falcon from namespace NS.
+probe_falcon() {
+    local ns=$1
+    if ! timeout 10 ip netns exec "$ns" rpcinfo -p "$FALCON_IP"; then
+        echo "rpcinfo from $ns failed"
+        return 1
+    fi
+    if ! timeout 10 ip netns exec "$ns" nfs-ls "nfs://$FALCON_IP/export?version=3" >/dev/null; then
+        echo "nfs-ls v3 from $ns: FAILED"
+        return 1
+    fi
+    echo "nfs-ls v3 from $ns: ok"
 }
 
 # --- test -----------------------------------------------------------------------

@@ -89,6 +89,16 @@ def test_noforward_direct_path_blocked(make_lab: MakeLab) -> None:
     assert not connect_from(lab, "client", falcon, 111)
 
 
+def test_noforward_status_healthy_from_bastion(make_lab: MakeLab) -> None:
+    lab = make_lab(forward=False)
+    result = lab.status()
+    client = lab.config.namespace("client")
+    bastion = lab.config.namespace("bastion")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"path {client} -> falcon: blocked (LAB_FORWARD=0)" in result.stdout
+    assert f"nfs-ls v3 from {bastion}: ok" in result.stdout
+
+
 def test_noforward_direct_path_blocked_with_ip_forward(make_lab: MakeLab) -> None:
     # A tunnel bastion turns ip_forward on; the direct path must stay closed.
     lab = make_lab(forward=False)
