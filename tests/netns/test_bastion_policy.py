@@ -168,6 +168,7 @@ class PolicyLab:
         return self.bastion_log.read_text(errors="replace")
 
     def refusals(self, reason: str) -> int:
+        # Repeated refusals are logged at DEBUG only: the bastion runs with -vv.
         return self.log_text().count(f"reason={reason}:")
 
     def url(self, path: str, user: User, uid: int | None = None) -> str:
@@ -361,7 +362,7 @@ def start_services(policy_lab: PolicyLab) -> None:
     lab, work = policy_lab.lab, policy_lab.work
     policy_lab.bastion = start(
         lab, "bastion",
-        [*SPOOLGATE, "-v", "bastion", "--config", str(work / "bastion.toml")],
+        [*SPOOLGATE, "-vv", "bastion", "--config", str(work / "bastion.toml")],
         policy_lab.bastion_log,
     )  # fmt: skip
     policy_lab.processes.append(policy_lab.bastion)
@@ -768,7 +769,7 @@ def _start_bastion(policy_lab: PolicyLab, log_path: Path) -> subprocess.Popen[by
     config = policy_lab.work / "bastion.toml"
     bastion = start(
         policy_lab.lab, "bastion",
-        [*SPOOLGATE, "-v", "bastion", "--config", str(config)], log_path,
+        [*SPOOLGATE, "-vv", "bastion", "--config", str(config)], log_path,
     )  # fmt: skip
     policy_lab.processes.append(bastion)
     return bastion

@@ -120,7 +120,10 @@ class ProxyLab:
         )
 
     def refusals(self, reason: str) -> int:
-        """Count the proxy's log lines refusing a call for ``reason``."""
+        """Count the proxy's log lines refusing a call for ``reason``.
+
+        Repeats are logged at DEBUG only, so the proxy runs with ``-v``.
+        """
         log = (self.work / "proxy.log").read_text(errors="replace")
         return log.count(f"reason={reason}:")
 
@@ -189,7 +192,7 @@ def start_proxy(lab: Lab, work: Path, name: str, text: str) -> subprocess.Popen[
     process = lab.popen(
         "bastion",
         [sys.executable, "-m", "spoolgate.tunnel.rpcproxy", "--config", str(config),
-         "--ready-file", str(ready)],
+         "--ready-file", str(ready), "-v"],
         log_path=work / f"{name}.log",
     )  # fmt: skip
     try:

@@ -527,22 +527,21 @@ class LoginService:
     def _log_timeout_summaries(self, summaries: list[RepeatSummary]) -> None:
         for summary in summaries:
             log.info(
-                "login sessions timed out client=%s in %.0f s: %d more, not logged",
+                "login sessions timed out %s: %d more in %.0f s after the one logged",
                 summary.key,
+                summary.count,
                 summary.seconds,
-                summary.total,
             )
 
     def _log_timeout(self, client: str, peer: str) -> None:
-        if self._timeouts.note(client, "timed_out", self._clock()):
-            log.info(
-                "login session ended client=%s peer=%s: timed out after %.0f s "
-                "(more from this client in the next %.0f s are counted)",
-                client,
-                peer,
-                self._settings.timeout_s,
-                self._timeouts.interval_s,
-            )
+        first = self._timeouts.note(f"client={client}", self._clock())
+        log.log(
+            logging.INFO if first else logging.DEBUG,
+            "login session ended client=%s peer=%s: timed out after %.0f s",
+            client,
+            peer,
+            self._settings.timeout_s,
+        )
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

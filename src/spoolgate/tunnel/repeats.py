@@ -1,36 +1,26 @@
 """Rate-limit log lines for events that repeat, such as refused calls.
 
-Pure: callers pass the time in. The first event of a key (a client name)
-is logged in full; later ones within ``interval_s`` are only counted by
-kind (a refusal reason, say). Once the interval since that first event has
-passed, :meth:`RepeatCounter.take_due` returns the counts for one summary
-line, and the next event of the key is logged in full again.
+Pure: callers pass the time in. The first event of a key (for example
+``client=alice reason=handle``) is logged in full; later ones within
+``interval_s`` are only counted. Once the interval since that first event
+has passed, :meth:`RepeatCounter.take_due` returns the count for one
+summary line, and the next event of the key is logged in full again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 
 __all__ = ["RepeatCounter", "RepeatSummary"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RepeatSummary:
-    """Events of ``key`` counted but not logged, by kind, over ``seconds``."""
+    """``count`` events of ``key`` counted but not logged over ``seconds``."""
 
     key: str
-    counts: dict[str, int]
+    count: int
     seconds: float
-
-    @property
-    def total(self) -> int:
-        """The number of events counted, over all kinds."""
-        return sum(self.counts.values())
-
-    def fields(self) -> str:
-        """Return the counts as ``kind=n`` fields in kind order, for a log line."""
-        return " ".join(f"{kind}={n}" for kind, n in sorted(self.counts.items()))
 
 
 class RepeatCounter:
@@ -41,16 +31,15 @@ class RepeatCounter:
             raise ValueError(f"repeat log interval {interval_s} s must be > 0")
         self.interval_s = interval_s
         self._started: dict[str, float] = {}
-        self._counts: dict[str, Counter[str]] = {}
+        self._counts: dict[str, int] = {}
 
-    def note(self, key: str, kind: str, now: float) -> bool:
+    def note(self, key: str, now: float) -> bool:
         """Record one event; return True if it is the one to log in full."""
-        started = self._started.get(key)
-        if started is None:
+        if key not in self._started:
             self._started[key] = now
-            self._counts[key] = Counter()
+            self._counts[key] = 0
             return True
-        self._counts[key][kind] += 1
+        self._counts[key] += 1
         return False
 
     def take_due(self, now: float) -> list[RepeatSummary]:
@@ -71,7 +60,7 @@ class RepeatCounter:
         summaries = []
         for key in keys:
             started = self._started.pop(key)
-            counts = self._counts.pop(key)
-            if counts:
-                summaries.append(RepeatSummary(key, dict(counts), now - started))
+            count = self._counts.pop(key)
+            if count:
+                summaries.append(RepeatSummary(key, count, now - started))
         return summaries

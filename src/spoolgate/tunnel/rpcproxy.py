@@ -340,20 +340,20 @@ class RPCProxy:
         self._connection_counts.setdefault(client, Counter())[event] += 1
 
     def log_refusal(self, client: str, peer: str, answer: Answer) -> None:
-        """Log the first refused call of ``client`` per interval; count the rest."""
+        """Log a refused call: WARNING for the first of its client and reason
+        per interval, DEBUG for the rest, which the next summary counts."""
         assert answer.refusal is not None
         reason = answer.refusal.value
-        if self._refusals.note(client, reason, self._clock()):
-            log.warning(
-                "rpc proxy refused call client=%s peer=%s xid=%#010x reason=%s: %s "
-                "(more from this client in the next %.0f s are counted)",
-                client,
-                peer,
-                answer.xid,
-                reason,
-                answer.detail,
-                self._refusals.interval_s,
-            )
+        first = self._refusals.note(f"client={client} reason={reason}", self._clock())
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "rpc proxy refused call client=%s peer=%s xid=%#010x reason=%s: %s",
+            client,
+            peer,
+            answer.xid,
+            reason,
+            answer.detail,
+        )
 
     async def _log_summaries(self) -> None:
         while True:
@@ -365,11 +365,10 @@ class RPCProxy:
         due = self._refusals.take_all(now) if final else self._refusals.take_due(now)
         for summary in due:
             log.warning(
-                "rpc proxy refused calls not logged client=%s in %.0f s: total=%d %s",
+                "rpc proxy refused more calls %s: %d in %.0f s after the one logged",
                 summary.key,
+                summary.count,
                 summary.seconds,
-                summary.total,
-                summary.fields(),
             )
         for client, counts in sorted(self._connection_counts.items()):
             fields = " ".join(f"{k}={n}" for k, n in sorted(counts.items()))
