@@ -347,8 +347,10 @@ def test_splitter_oversized_passed_record_rejected() -> None:
 
 # runpy warns that the module is already imported; that is expected here.
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
-def test_rpcservices_logger_name_outside_import() -> None:
-    # The bastion runs the child with ``python -m``, so ``__name__`` is not
-    # the import name; run_module with another run_name shows the same case.
-    namespace = runpy.run_module("spoolgate.tunnel.rpcservices", run_name="__child__")
-    assert namespace["log"].name == "spoolgate.tunnel.rpcservices"
+@pytest.mark.parametrize("module", ["rpcservices", "rpcproxy"])
+def test_tunnel_logger_name_outside_import(module: str) -> None:
+    # Both modules run with ``python -m``, so ``__name__`` is not the import
+    # name; run_module with another run_name shows the same case.
+    name = f"spoolgate.tunnel.{module}"
+    namespace = runpy.run_module(name, run_name="__child__")
+    assert namespace["log"].name == name

@@ -67,7 +67,9 @@ __all__ = [
     "start_rpc_proxy",
 ]
 
-log = logging.getLogger(__name__)
+# Named in full because the standalone runner is started with ``python -m``,
+# where ``__name__`` is ``__main__``.
+log = logging.getLogger("spoolgate.tunnel.rpcproxy")
 
 # Bytes received and not yet relayed, per socket, above which the proxy
 # stops reading that socket until its buffer drains.
