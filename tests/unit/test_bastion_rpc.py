@@ -352,5 +352,6 @@ def test_tunnel_logger_name_outside_import(module: str) -> None:
     # Both modules run with ``python -m``, so ``__name__`` is not the import
     # name; run_module with another run_name shows the same case.
     name = f"spoolgate.tunnel.{module}"
-    namespace = runpy.run_module(name, run_name="__child__")
+    # alter_sys puts the module in sys.modules, which dataclasses need.
+    namespace = runpy.run_module(name, run_name="__child__", alter_sys=True)
     assert namespace["log"].name == name
