@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import TCP_RELAY, Lab, MakeLab, wait_for_file
+from lab import RPC_PROBE, TCP_RELAY, Lab, MakeLab, wait_for_file
 
 pytestmark = pytest.mark.root
 
@@ -145,3 +145,26 @@ def test_noforward_relay_carries_nfs(make_lab: MakeLab, tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             relay.kill()
             relay.wait(timeout=10)
+
+
+def mnt_status(lab: Lab, path: str) -> str:
+    """Return rpc-probe's output for a MOUNT MNT of PATH from the client."""
+    argv = [sys.executable, str(RPC_PROBE), lab.config.falcon_ip, "mnt", path]
+    argv += ["--tcp", "--port", str(lab.config.mnt_port)]
+    return lab.run("client", argv, timeout=30, check=False).stdout
+
+
+def test_ganesha_refuses_mnt_through_symlink(plain_lab: Lab) -> None:
+    # The bastion's policy checks MNT paths as strings, so a symlink inside
+    # an allowed directory that points elsewhere in the export is only
+    # stopped because the server does not follow it (NFS-Ganesha 4.3).
+    top = plain_lab.config.export_dir / "symlink-escape"
+    (top / "allowed").mkdir(parents=True, exist_ok=True)
+    (top / "secret").mkdir(exist_ok=True)
+    link = top / "allowed" / "esc_dir"
+    if not link.is_symlink():
+        link.symlink_to("../secret")
+    allowed = mnt_status(plain_lab, "/export/symlink-escape/allowed")
+    assert "mountstat3=0 " in allowed
+    escaped = mnt_status(plain_lab, "/export/symlink-escape/allowed/esc_dir")
+    assert "mountstat3=13" in escaped  # MNT3ERR_ACCES
