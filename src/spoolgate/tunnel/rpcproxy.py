@@ -342,8 +342,11 @@ class RPCProxy:
         self._connection_counts.setdefault(client, Counter())[event] += 1
 
     def log_refusal(self, client: str, peer: str, answer: Answer) -> None:
-        """Log a refused call: WARNING for the first of its client and reason
-        per interval, DEBUG for the rest, which the next summary counts."""
+        """Log a refused call, at WARNING only if it is the first one.
+
+        The first refusal of a client and reason per interval is a WARNING;
+        the rest are DEBUG lines, and the next summary line counts them.
+        """
         assert answer.refusal is not None
         reason = answer.refusal.value
         first = self._refusals.note(f"client={client} reason={reason}", self._clock())
