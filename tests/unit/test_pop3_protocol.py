@@ -455,6 +455,13 @@ def test_long_user_line_in_authorization_rejected() -> None:
     assert replies(events).startswith(b"-ERR line too long")
 
 
+@pytest.mark.parametrize("verb", [b"NOOP", b"STAT", b"XYZZY", b"CAPA"])
+def test_long_line_any_verb_in_authorization_rejected(verb: bytes) -> None:
+    session = new_session()
+    events, _ = feed(session, verb + b" " + b"a" * 300 + b"\r\n")
+    assert replies(events).startswith(b"-ERR line too long")
+
+
 def test_unread_input_over_limit_raises() -> None:
     session = POP3Session(ProtocolConfig(max_buffered_octets=1000))
     with pytest.raises(POP3ProtocolError):

@@ -277,6 +277,11 @@ class POP3Session:
             self._bad_command("control characters in command line")
             return
         verb, _, rest = line.partition(b" ")
+        # The length check comes first so every non-SASL line over the
+        # limit gets the same reply, whatever its verb or the state.
+        if verb.upper() != b"AUTH" and len(line) + 2 > COMMAND_LINE_OCTETS:
+            self._bad_command(f"line too long (max {COMMAND_LINE_OCTETS} octets)")
+            return
         entry = _COMMANDS.get(verb.upper())
         if entry is None:
             self._bad_command("unknown command")
@@ -284,9 +289,6 @@ class POP3Session:
         handler, states = entry
         if self._state not in states:
             self._bad_command("command not valid in this state")
-            return
-        if verb.upper() != b"AUTH" and len(line) + 2 > COMMAND_LINE_OCTETS:
-            self._bad_command(f"line too long (max {COMMAND_LINE_OCTETS} octets)")
             return
         handler(self, rest.split(), rest)
 
