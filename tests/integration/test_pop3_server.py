@@ -507,6 +507,20 @@ def write_toml(site: Site, **pop3: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("line", ["ann:{PLAIN}secret", "no colon here"])
+def test_bad_passwd_line_exits_config_error(site: Site, line: str) -> None:
+    site.passwd.write_text(line + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "spoolgate", "pop3d", "--config", str(write_toml(site))],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "auth.passwd_file" in result.stderr
+
+
 class ChildServer:
     """``spoolgate pop3d`` in a child process, its stderr read in a thread."""
 

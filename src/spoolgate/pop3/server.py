@@ -140,8 +140,17 @@ def _tls_context(tls: TLSConfig) -> ssl.SSLContext:
 def _authenticator(config: ServerConfig) -> Authenticator:
     if config.auth.backend is AuthBackend.PAM:
         return PAMAuthenticator(config.auth.pam_service)
-    assert config.auth.passwd_file is not None, "the config requires passwd_file"
-    return PasswdAuthenticator(config.auth.passwd_file)
+    path = config.auth.passwd_file
+    assert path is not None, "the config requires passwd_file"
+    try:
+        return PasswdAuthenticator(path)
+    except AuthBackendError as exc:
+        # At start and reload a bad file is the operator's to fix, not a
+        # passing failure: report it as a config problem (exit status 2).
+        raise ConfigError(
+            f"auth.passwd_file = {str(path)!r}: {exc}; fix or remove the lines "
+            "named (spoolgate passwd writes valid ones)"
+        ) from exc
 
 
 def warn_risky_settings(config: ServerConfig) -> None:
