@@ -320,6 +320,18 @@ def test_passwd_command_stdin_adds_user(
     assert verify_password(entry.stored, "s3cret")
 
 
+@pytest.mark.parametrize(
+    "user", ["../x", ".ann", "a/b", "a\\b", "a:b", "a b", "é" * 200]
+)
+def test_passwd_command_invalid_name_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user: str
+) -> None:
+    path = tmp_path / "passwd"
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+    assert main(["passwd", user, "--file", str(path), "--stdin"]) == 2
+    assert not path.exists()
+
+
 def test_passwd_command_empty_password_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

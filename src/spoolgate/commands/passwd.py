@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from spoolgate.auth import set_password
-from spoolgate.errors import AuthError, ConfigError
+from spoolgate.auth.passwd import check_user_name
+from spoolgate.errors import AuthError, ConfigError, PasswdFormatError
+from spoolgate.pop3.protocol import is_valid_user_name
 
 DEFAULT_FILE = Path("/etc/spoolgate/passwd")
 
@@ -53,6 +55,20 @@ def read_password(from_stdin: bool) -> str:
     return password
 
 
+def _check_user(user: str) -> None:
+    """Refuse a name pop3d would never accept at login or in the passwd file."""
+    try:
+        check_user_name(user)
+    except PasswdFormatError as exc:
+        raise ConfigError(f"{exc}; nothing was changed") from exc
+    if not is_valid_user_name(user):
+        raise ConfigError(
+            f"invalid user name {user!r}: pop3d refuses names that are empty, "
+            "longer than 255 octets, start with '.' or contain '/', '\\', ':', "
+            "spaces or control characters; nothing was changed"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the user's new hash and report whether the user was added."""
     path: Path = args.file
@@ -60,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--file {path}: folder {path.parent} does not exist; create it first"
         )
+    _check_user(args.user)
     password = read_password(args.stdin)
     try:
         added = set_password(path, args.user, password)

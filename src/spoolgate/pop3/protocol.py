@@ -648,6 +648,15 @@ def _valid_uidls(uidls: Sequence[str]) -> bool:
     return text.isascii() and text.isprintable() and " " not in text
 
 
+def is_valid_user_name(user: str) -> bool:
+    """Return True if a client could log in as ``user`` (see ``_decode_user``)."""
+    try:
+        raw = user.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return _decode_user(raw) == user
+
+
 def _decode_user(raw: bytes) -> str | None:
     """Return the user name, or None if it is unsafe to pass on.
 
