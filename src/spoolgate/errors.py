@@ -70,6 +70,10 @@ class AuthBackendError(AuthError, TemporaryError):
     """An authentication backend could not give an answer (PAM or file failure)."""
 
 
+class AuthBusyError(AuthError, TemporaryError):
+    """One client address has too many password checks pending."""
+
+
 class PasswdFormatError(AuthError):
     """A passwd file line is malformed or names an unsupported hash scheme."""
 

@@ -125,6 +125,8 @@ class ServerConfig:
     shutdown_timeout_s: float = 30.0
     max_bad_commands: int = 10
     max_auth_failures: int = 3
+    max_concurrent_auth: int = 4
+    max_pending_auth_per_address: int = 3
 
 
 def load_server_config(path: Path) -> ServerConfig:
@@ -167,6 +169,10 @@ def _read_server(reader: ConfigReader, base: Path) -> ServerConfig:
         shutdown_timeout_s=pop3.get_float("shutdown_timeout_s", 30.0, min=0.0),
         max_bad_commands=pop3.get_int("max_bad_commands", 10, min=1, max=1000),
         max_auth_failures=pop3.get_int("max_auth_failures", 3, min=1, max=100),
+        max_concurrent_auth=pop3.get_int("max_concurrent_auth", 4, min=1, max=256),
+        max_pending_auth_per_address=pop3.get_int(
+            "max_pending_auth_per_address", 3, min=1, max=1000
+        ),
     )
 
 

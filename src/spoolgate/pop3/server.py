@@ -32,6 +32,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -44,6 +45,7 @@ from spoolgate.auth import (
 )
 from spoolgate.errors import (
     AuthBackendError,
+    AuthBusyError,
     ConfigError,
     LoginFailedError,
     MaildropInUseError,
@@ -52,6 +54,7 @@ from spoolgate.errors import (
     SpoolgateError,
     TemporaryError,
 )
+from spoolgate.pop3.auth_gate import AuthGate
 from spoolgate.pop3.config import (
     AuthBackend,
     ServerConfig,
@@ -194,7 +197,23 @@ class SessionLogFilter(logging.Filter):
 
 
 class _Reader(asyncio.StreamReader):
-    """A StreamReader that can drop octets received but not yet read."""
+    """A StreamReader that can drop unread octets and tells when the peer left."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        # Set on end of input or a connection error, even while nobody
+        # reads: a password check waiting for a slot watches it.
+        self.peer_left = asyncio.Event()
+
+    def feed_eof(self) -> None:
+        """Mark end of input and note that the peer has left."""
+        super().feed_eof()
+        self.peer_left.set()
+
+    def set_exception(self, exc: Exception) -> None:
+        """Keep the connection error and note that the peer has left."""
+        super().set_exception(exc)
+        self.peer_left.set()
 
     def discard_buffered(self) -> int:
         """Drop buffered input; return how many octets were dropped.
@@ -218,6 +237,10 @@ class POP3Server:
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_address: Counter[str] = Counter()
         self._closing = False
+        config = runtime.config
+        self._auth_gate = AuthGate(
+            config.max_concurrent_auth, config.max_pending_auth_per_address
+        )
 
     @property
     def runtime(self) -> Runtime:
@@ -231,6 +254,11 @@ class POP3Server:
             kind: server.sockets[0].getsockname()[1]
             for kind, server in self._listeners.items()
         }
+
+    @property
+    def auth_gate(self) -> AuthGate:
+        """The slots and threads password checks run in."""
+        return self._auth_gate
 
     @property
     def session_count(self) -> int:
@@ -290,6 +318,18 @@ class POP3Server:
                 "pop3 reload cannot change [listen]; restart the server to "
                 "listen on new addresses or ports"
             )
+        gate = self._auth_gate
+        if (
+            runtime.config.max_concurrent_auth,
+            runtime.config.max_pending_auth_per_address,
+        ) != (
+            gate.slots,
+            gate.per_address,
+        ):
+            log.warning(
+                "pop3 reload cannot change max_concurrent_auth or "
+                "max_pending_auth_per_address; restart the server to apply them"
+            )
         warn_risky_settings(runtime.config)
         log.info(
             "pop3 config reloaded tls=%s auth=%s max_connections=%d "
@@ -314,6 +354,7 @@ class POP3Server:
             await asyncio.gather(*pending, return_exceptions=True)
         for server in self._listeners.values():
             await server.wait_closed()
+        self._auth_gate.close()
         log.info("pop3 stopped")
 
     async def _serve_connection(
@@ -378,19 +419,23 @@ class _SessionEndError(Exception):
 
 
 async def _in_thread(
-    func: Callable[..., T], *args: object, on_abandon: Callable[[T], None] | None = None
+    func: Callable[..., T],
+    *args: object,
+    on_abandon: Callable[[T], None] | None = None,
+    executor: Executor | None = None,
 ) -> T:
     """Run ``func`` in a worker thread and return its result.
 
     A thread cannot be stopped, so when the calling task is cancelled this
     still waits for the thread to end (an expunge is never left half-done
-    by us) and passes an unwanted result to ``on_abandon``.
+    by us) and passes an unwanted result to ``on_abandon``. ``executor``
+    None is the loop's default executor.
     """
     # run_in_executor, unlike to_thread, needs no task of its own; the
     # context copy keeps the session id for log lines from the thread.
     context = contextvars.copy_context()
     loop = asyncio.get_running_loop()
-    task = loop.run_in_executor(None, context.run, func, *args)
+    task = loop.run_in_executor(executor, context.run, func, *args)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -580,8 +625,18 @@ class _Connection:
     async def _authenticate(self, session: POP3Session, request: AuthRequest) -> None:
         credential = Credential(request.user, request.password)
         authenticator = self._server.runtime.authenticator
+        gate = self._server.auth_gate
         try:
-            user = await _in_thread(authenticator.authenticate, credential)
+            # The slot is released before the failed-login delay below.
+            async with gate.slot(self._peer.host, self._reader.peer_left):
+                user = await _in_thread(
+                    authenticator.authenticate, credential, executor=gate.executor
+                )
+        except ConnectionAbortedError as exc:
+            raise _SessionEndError("left during login") from exc
+        except AuthBusyError as exc:
+            log.warning("pop3 auth busy %s error=%r", self._fields(), str(exc))
+            await self._login_failed(session, request, AuthFailure.TEMPORARY)
         except LoginFailedError:
             await self._login_failed(session, request, AuthFailure.CREDENTIALS)
         except AuthBackendError as exc:
