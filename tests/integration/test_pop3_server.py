@@ -412,6 +412,17 @@ def test_connections_per_address_limit_refuses_extra(site: Site) -> None:
         again.close()
 
 
+def test_pop3s_refusal_closes_without_plaintext(site: Site) -> None:
+    config = replace(site.config, max_connections=1)
+    with run_server(config) as running:
+        held = socket.create_connection(("127.0.0.1", running.pop3_port), DEADLINE_S)
+        assert read_line(held).startswith(b"+OK")
+        extra = socket.create_connection(("127.0.0.1", running.pop3s_port), DEADLINE_S)
+        assert extra.recv(100) == b""
+        extra.close()
+        held.close()
+
+
 def test_idle_timeout_closes_session(site: Site) -> None:
     config = replace(site.config, idle_timeout_s=0.3)
     with run_server(config) as running:

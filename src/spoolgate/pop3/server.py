@@ -483,9 +483,17 @@ class _Connection:
         return f"session={self._id} peer={self._peer}"
 
     async def refuse(self, text: str) -> None:
-        """Send one ``-ERR [SYS/TEMP]`` line and close, before any session."""
-        log.warning("pop3 refused %s reason=%r", self._fields(), text)
-        self._writer.write(f"-ERR [SYS/TEMP] {text}\r\n".encode("ascii"))
+        """Send one ``-ERR [SYS/TEMP]`` line and close, before any session.
+
+        On the POP3S port the client expects a TLS handshake, and a plaintext
+        line would show as a TLS error, so the connection is closed without
+        one: a handshake would cost the CPU the server is short of.
+        """
+        log.warning(
+            "pop3 refused %s listener=%s reason=%r", self._fields(), self._kind, text
+        )
+        if self._kind != KIND_POP3S:
+            self._writer.write(f"-ERR [SYS/TEMP] {text}\r\n".encode("ascii"))
         await self._close_writer()
 
     async def run(self) -> None:
