@@ -14,6 +14,7 @@ from spoolgate.pop3.config import (
     check_maildrop_user,
     load_server_config,
 )
+from spoolgate.pop3.server import build_runtime
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -82,3 +83,20 @@ def test_maildrop_user_plain_accepted() -> None:
     config = MaildropConfig(mbox="/srv/mail/{user}.mbox", cache="/srv/idx/{user}")
     assert config.mbox_path("ann.lee") == Path("/srv/mail/ann.lee.mbox")
     assert config.cache_dir("ann.lee") == Path("/srv/idx/ann.lee")
+
+
+def test_config_line_and_buffer_limits_reach_protocol(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[listen]\npop3s_port = -1\n"
+        "[pop3]\nmax_sasl_line_octets = 2000\nmax_buffered_octets = 100000\n",
+    )
+    protocol = build_runtime(load_server_config(path)).protocol
+    assert protocol.max_sasl_line_octets == 2000
+    assert protocol.max_buffered_octets == 100000
+
+
+def test_config_login_delay_unknown_key_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, "[listen]\npop3s_port = -1\n[pop3]\nlogin_delay_s = 60\n")
+    with pytest.raises(ConfigError, match="login_delay_s"):
+        load_server_config(path)

@@ -126,6 +126,8 @@ class ServerConfig:
     max_bad_commands: int = 10
     max_auth_failures: int = 3
     max_concurrent_auth: int = 4
+    max_sasl_line_octets: int = 4096
+    max_buffered_octets: int = 1 << 20
     max_pending_auth_per_address: int = 3
 
 
@@ -170,6 +172,14 @@ def _read_server(reader: ConfigReader, base: Path) -> ServerConfig:
         max_bad_commands=pop3.get_int("max_bad_commands", 10, min=1, max=1000),
         max_auth_failures=pop3.get_int("max_auth_failures", 3, min=1, max=100),
         max_concurrent_auth=pop3.get_int("max_concurrent_auth", 4, min=1, max=256),
+        # The buffer limit's minimum is the line limit's maximum, so a
+        # line that fits its limit always fits in the buffer.
+        max_sasl_line_octets=pop3.get_int(
+            "max_sasl_line_octets", 4096, min=255, max=65536
+        ),
+        max_buffered_octets=pop3.get_int(
+            "max_buffered_octets", 1 << 20, min=65536, max=64 << 20
+        ),
         max_pending_auth_per_address=pop3.get_int(
             "max_pending_auth_per_address", 3, min=1, max=1000
         ),

@@ -123,6 +123,8 @@ def build_runtime(config: ServerConfig) -> Runtime:
         implementation=config.implementation,
         max_bad_commands=config.max_bad_commands,
         max_auth_failures=config.max_auth_failures,
+        max_sasl_line_octets=config.max_sasl_line_octets,
+        max_buffered_octets=config.max_buffered_octets,
     )
     return Runtime(config, protocol, context, _authenticator(config))
 
