@@ -435,6 +435,46 @@ def test_idle_timeout_closes_session(site: Site) -> None:
         sock.close()
 
 
+def test_idle_timeout_ignores_trickled_octets(site: Site) -> None:
+    config = replace(site.config, idle_timeout_s=0.6)
+    with run_server(config) as running:
+        sock = socket.create_connection(("127.0.0.1", running.pop3_port), DEADLINE_S)
+        assert read_line(sock).startswith(b"+OK")
+        started = time.monotonic()
+        sock.settimeout(0.2)
+        reply = b""
+        # One octet every 0.2 s, never a line feed, for at most 6 s.
+        for _ in range(30):
+            try:
+                sock.sendall(b"X")
+                reply = sock.recv(100)
+                break
+            except TimeoutError:
+                continue
+        elapsed = time.monotonic() - started
+        sock.close()
+    assert reply == b"-ERR idle timeout, closing connection\r\n"
+    assert elapsed < 3.0
+
+
+def test_idle_timeout_restarts_on_each_command(site: Site) -> None:
+    config = replace(site.config, idle_timeout_s=0.6)
+    with run_server(config) as running:
+        sock = socket.create_connection(("127.0.0.1", running.pop3_port), DEADLINE_S)
+        assert read_line(sock).startswith(b"+OK")
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:
+            sock.sendall(b"CAPA\r\n")
+            assert read_line(sock).startswith(b"+OK")
+            while read_line(sock) != b".\r\n":
+                pass
+            # Pacing of the client's commands, not a wait for server state.
+            time.sleep(0.2)
+        sock.sendall(b"QUIT\r\n")
+        assert read_line(sock).startswith(b"+OK")
+        sock.close()
+
+
 def test_second_session_gets_in_use(site: Site) -> None:
     with run_server(site.config) as running:
         first = login_pop3s(site, running.pop3s_port)

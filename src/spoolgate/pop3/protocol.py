@@ -136,6 +136,7 @@ class POP3Session:
         self._buffer = bytearray()
         self._discarding = False
         self._eof = False
+        self._lines_received = 0
         self._events: deque[Event] = deque()
         self._bad_commands = 0
         self._auth_failures = 0
@@ -158,6 +159,15 @@ class POP3Session:
     def user(self) -> str | None:
         """The logged-in user, once the maildrop is open."""
         return self._user
+
+    @property
+    def lines_received(self) -> int:
+        """How many complete lines (commands, SASL responses) were taken so far.
+
+        The I/O layer restarts its idle timer when this grows: RFC 1939's
+        autologout timer is about commands, not single octets.
+        """
+        return self._lines_received
 
     @property
     def tls_active(self) -> bool:
@@ -229,6 +239,7 @@ class POP3Session:
             return None
         line = bytes(self._buffer[:newline])
         del self._buffer[: newline + 1]
+        self._lines_received += 1
         if newline + 1 > limit:
             return _Overflow.LINE_TOO_LONG
         return line[:-1] if line.endswith(b"\r") else line

@@ -477,6 +477,7 @@ class _Connection:
         self._maildrop: MboxMaildrop | None = None
         self._user: str | None = None
         self._started = time.monotonic()
+        self._idle_since = self._started
         self._retrieved = 0
         self._deleted = 0
         self._octets_sent = 0
@@ -525,12 +526,17 @@ class _Connection:
             await self._start_tls()
             tls_active = True
         session = POP3Session(self._runtime.protocol, tls_active=tls_active)
+        lines_seen = 0
+        self._idle_since = time.monotonic()
         while True:
             event = session.next_event()
             if event is Pending.CLOSED:
                 await self._flush()
                 return "closed"
             if event is Pending.NEED_DATA:
+                if session.lines_received != lines_seen:
+                    lines_seen = session.lines_received
+                    self._idle_since = time.monotonic()
                 await self._flush()
                 await self._receive(session)
             elif event is Pending.PAUSED:
@@ -542,10 +548,13 @@ class _Connection:
                     return closed
 
     async def _receive(self, session: POP3Session) -> None:
-        timeout = self._runtime.config.idle_timeout_s
+        # The timer runs from the last complete line, so a client trickling
+        # one octet at a time cannot hold the connection open.
+        deadline = self._idle_since + self._runtime.config.idle_timeout_s
+        loop = asyncio.get_running_loop()
         try:
             # asyncio.timeout, unlike wait_for, starts no task per read.
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(loop.time() + deadline - time.monotonic()):
                 data = await self._reader.read(READ_BYTES)
         except TimeoutError:
             self._writer.write(b"-ERR idle timeout, closing connection\r\n")
