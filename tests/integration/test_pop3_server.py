@@ -28,10 +28,12 @@ import pytest
 import trustme
 
 from spoolgate.auth import set_password
+from spoolgate.errors import MboxError
 from spoolgate.mbox.cache import Refresh, cache_path_for, open_index, scan_file
 from spoolgate.mbox.generate import GenerateOptions, generate_bytes
 from spoolgate.mbox.lock import LockSettings
 from spoolgate.mbox.scan import read_message
+from spoolgate.mbox.store import Mailbox
 from spoolgate.pop3.config import (
     AuthConfig,
     ListenConfig,
@@ -290,6 +292,30 @@ def test_invalid_mbox_login_gets_sys_perm(site: Site) -> None:
         with pytest.raises(poplib.error_proto, match=r"\[SYS/PERM\]"):
             client.pass_(PASSWORD)
         client.quit()
+
+
+def test_symlinked_mbox_login_gets_sys_perm(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="spoolgate")
+    site.mbox.rename(site.spool / "dan")
+    site.mbox.symlink_to("dan")
+    with run_server(site.config) as running:
+        client = login_context_client(site, running.pop3s_port)
+        client.user(USER)
+        with pytest.raises(poplib.error_proto, match=r"\[SYS/PERM\]"):
+            client.pass_(PASSWORD)
+        client.quit()
+    assert "symbolic link" in caplog.text
+
+
+def test_mailbox_open_refuses_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "dan"
+    target.write_bytes(b"From a@b Thu Jan  1 00:00:00 2026\n\nhi\n")
+    link = tmp_path / "fay"
+    link.symlink_to(target)
+    with pytest.raises(MboxError, match="symbolic link"):
+        Mailbox.open(link, tmp_path / "cache")
 
 
 def test_plaintext_allowed_logs_in_and_warns(

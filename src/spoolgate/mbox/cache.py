@@ -258,7 +258,7 @@ def _fsync_directory(directory: Path) -> None:
 
 def _open_mbox(mbox_path: str | os.PathLike[str]) -> int:
     try:
-        fd = os.open(mbox_path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(mbox_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError as exc:
         raise MboxError(
             f"cannot open mbox {mbox_path}: no such file (moved or deleted?)"

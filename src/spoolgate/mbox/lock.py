@@ -625,7 +625,8 @@ def lock_mbox(
 
 def _open_mbox(path: Path, hints: LockHints) -> int:
     try:
-        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        # O_NOFOLLOW: a link in a shared spool could lead to another user's mbox.
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError as exc:
         raise MboxError(f"cannot lock {path}: mbox not found") from exc
     except IsADirectoryError as exc:
@@ -633,6 +634,11 @@ def _open_mbox(path: Path, hints: LockHints) -> int:
             f"cannot lock {path}: it is a directory; give the path of an mbox file"
         ) from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MboxError(
+                f"cannot lock {path}: it is a symbolic link; replace it with "
+                "the mbox file itself"
+            ) from exc
         fix = f"; {hints.no_write_access}" if hints.no_write_access else ""
         raise MboxError(
             f"cannot lock {path}: opening it read-write failed: {exc.strerror}; "

@@ -24,6 +24,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import threading
 from array import array
 from collections.abc import Iterator, Sequence
@@ -156,8 +157,21 @@ def _make_cache_dir(cache_dir: Path) -> None:
 def _open_snapshot(
     mbox: Path, cache_dir: Path, config: MaildropConfig
 ) -> Mailbox | None:
-    if not mbox.exists():
+    try:
+        mode = mbox.lstat().st_mode
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise MboxError(f"cannot open mbox {mbox}: {exc.strerror}") from exc
+    # The lock and index code open with O_NOFOLLOW too; this check only
+    # gives the clearer message, and the open closes the race after it.
+    if stat.S_ISLNK(mode):
+        raise MboxError(
+            f"cannot open mbox {mbox}: it is a symbolic link, which could lead "
+            "to another user's mail; replace it with the mbox file itself"
+        )
+    if not stat.S_ISREG(mode):
+        raise MboxError(f"cannot open mbox {mbox}: not a regular file")
     box = Mailbox.open(
         mbox, cache_dir, lock_settings=config.locking, variant=config.variant
     )
