@@ -199,11 +199,11 @@ class SessionLogFilter(logging.Filter):
 
 
 class _Reader(asyncio.StreamReader):
-    """A StreamReader that can drop unread octets and tells when the peer left."""
+    """A StreamReader that can drop unread octets and reports when the peer left."""
 
     def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(limit=limit, loop=loop)
-        # Set on end of input or a connection error, even while nobody
+        # Set on end of input or a connection error, even while no task
         # reads: a password check waiting for a slot watches it.
         self.peer_left = asyncio.Event()
 
