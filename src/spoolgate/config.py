@@ -4,8 +4,8 @@ Every part of spoolgate builds its frozen dataclasses with a
 ``ConfigReader``: it walks the parsed TOML by key path, checks types and
 ranges, and collects every problem before raising one ``ConfigError``
 that lists them all, each as ``FILE: key.path = value: what is allowed``.
-Keys nobody asked for are reported as unknown, so a typo never passes
-silently.
+Keys that no ``get_*`` call read are reported as unknown, so a typo never
+passes silently.
 """
 
 from __future__ import annotations
@@ -138,11 +138,11 @@ class ConfigReader:
     ) -> float:
         """Return a number within ``[min, max]``, or ``default`` if absent."""
         value = self._get(key, float, default, "a number")
-        shown = self._data.get(key, value)
+        raw_value = self._data.get(key, value)
         if not math.isfinite(value):
-            self.error(key, shown, "must be a finite number")
+            self.error(key, raw_value, "must be a finite number")
             return default
-        return self._check_range(key, value, default, min, max, shown)
+        return self._check_range(key, value, default, min, max, raw_value)
 
     def _check_range(
         self,
@@ -151,13 +151,13 @@ class ConfigReader:
         default: T,
         low: object,
         high: object,
-        shown: object,
+        raw_value: object,
     ) -> T:
         if low is not None and value < low:  # type: ignore[operator]
-            self.error(key, shown, f"must be >= {low}")
+            self.error(key, raw_value, f"must be >= {low}")
             return default
         if high is not None and value > high:  # type: ignore[operator]
-            self.error(key, shown, f"must be <= {high}")
+            self.error(key, raw_value, f"must be <= {high}")
             return default
         return value
 
