@@ -259,6 +259,21 @@ class MboxMaildrop:
             data, ended = _read_joined(chunks, max_bytes)
             return chunks, data, ended
 
+    def read_whole(self, msgno: int, max_bytes: int) -> bytes | None:
+        """Read all of ``msgno`` if its POP3 octets fit in ``max_bytes``.
+
+        Returns None for a larger message. Runs the same offset checks as
+        ``open_message``, so a changed mbox raises MboxChangedError.
+        """
+        with self._lock:
+            box = self._require_box()
+            if self._sizes[msgno - 1] > max_bytes:
+                return None
+            data, ended = _read_joined(
+                box.read_message(self._numbers[msgno - 1]), max_bytes
+            )
+            return data if ended else None
+
     def read_chunk(self, chunks: Iterator[bytes], max_bytes: int) -> tuple[bytes, bool]:
         """Return ``max_bytes`` or more from ``chunks``, and whether it ended.
 

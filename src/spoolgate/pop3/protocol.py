@@ -148,6 +148,7 @@ class POP3Session:
         self._uidls: Sequence[str] | None = None
         self._total_octets = 0
         self._deleted: set[int] = set()
+        self._deletion_changes = 0
         self._reply(b"+OK spoolgate POP3 server ready")
 
     @property
@@ -168,6 +169,14 @@ class POP3Session:
         autologout timer is about commands, not single octets.
         """
         return self._lines_received
+
+    @property
+    def deletion_changes(self) -> int:
+        """How many DELE and RSET commands were carried out so far.
+
+        The I/O layer drops a message it read ahead when this changes.
+        """
+        return self._deletion_changes
 
     @property
     def tls_active(self) -> bool:
@@ -630,6 +639,7 @@ class POP3Session:
         msgno = self._msgno(args[0])
         if msgno is not None:
             self._deleted.add(msgno)
+            self._deletion_changes += 1
             self._ok(f"message {msgno} deleted")
 
     def _noop(self, args: list[bytes], rest: bytes) -> None:
@@ -643,6 +653,7 @@ class POP3Session:
             self._bad_command("RSET takes no arguments")
             return
         self._deleted.clear()
+        self._deletion_changes += 1
         count, octets = self._totals()
         self._ok(f"maildrop has {count} messages ({octets} octets)")
 

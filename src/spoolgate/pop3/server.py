@@ -7,7 +7,9 @@ the paused ones. Everything that blocks (password hashing, PAM, mbox
 locking, indexing, reading and expunging) runs in a worker thread, so a
 slow mbox never stalls other sessions. Messages are streamed in chunks
 of about ``STREAM_CHUNK_BYTES``, waiting for the socket to drain after
-each, so a large message never sits whole in memory.
+each, so a large message never sits whole in memory. The thread call of a
+RETR or TOP of a small message also reads a few small messages after it,
+so a client fetching in order gets most of them without a thread hop.
 
 The POP3 port offers STLS (RFC 2595); the POP3S port starts TLS at once
 (RFC 8314). Both take the TLS context from the current ``Runtime`` at
@@ -93,6 +95,15 @@ T = TypeVar("T")
 
 READ_BYTES = 64 * 1024
 STREAM_CHUNK_BYTES = 256 * 1024
+# A RETR or TOP that reads a message in its worker-thread call also reads
+# up to this many following messages, together at most READ_AHEAD_BYTES,
+# so a client fetching in order skips the thread hop for those. A DELE,
+# RSET, QUIT, the session's end or a RETR or TOP of a message not read
+# ahead drops them.
+# NOTE: a message read ahead was checked against the mbox when it was
+# read, so a change to the mbox after that and before its RETR goes unseen.
+READ_AHEAD_MESSAGES = 8
+READ_AHEAD_BYTES = 64 * 1024
 TLS_HANDSHAKE_TIMEOUT_S = 30.0
 # Wait this long for a TLS peer's close_notify before dropping the connection.
 CLOSE_TIMEOUT_S = 1.0
@@ -455,6 +466,35 @@ def _close_maildrop(maildrop: MboxMaildrop) -> None:
     maildrop.close()
 
 
+def _open_and_read_ahead(
+    maildrop: MboxMaildrop, msgno: int
+) -> tuple[Iterator[bytes], bytes, bool, dict[int, bytes]]:
+    """Open ``msgno`` and, if it was read whole and small, read the next ones.
+
+    Returns ``open_message``'s result and the messages read ahead by
+    msgno. Each is checked against the mbox as ``open_message`` checks,
+    here in the same worker-thread call. A message after ``msgno`` that
+    cannot be read ends the read-ahead without an error, and its own
+    RETR reads it again and reports the error.
+    """
+    chunks, data, ended = maildrop.open_message(msgno, STREAM_CHUNK_BYTES)
+    following: dict[int, bytes] = {}
+    budget = READ_AHEAD_BYTES - len(data)
+    last = min(maildrop.count(), msgno + READ_AHEAD_MESSAGES)
+    for number in range(msgno + 1, last + 1) if ended else ():
+        if budget <= 0:
+            break
+        try:
+            message = maildrop.read_whole(number, budget)
+        except (MboxError, OSError):
+            break
+        if message is None:
+            break
+        following[number] = message
+        budget -= len(message)
+    return chunks, data, ended, following
+
+
 class _Connection:
     """One client connection and the session it carries."""
 
@@ -474,6 +514,10 @@ class _Connection:
         self._peer = peer
         self._id = secrets.token_hex(4)
         self._out: list[bytes] = []
+        # Messages read ahead by msgno, valid while deletion_changes is
+        # the value noted with them.
+        self._read_ahead: dict[int, bytes] = {}
+        self._read_ahead_changes = 0
         self._maildrop: MboxMaildrop | None = None
         self._user: str | None = None
         self._started = time.monotonic()
@@ -516,6 +560,7 @@ class _Connection:
             reason = "internal error"
             log.exception("pop3 session failed %s", self._fields())
         finally:
+            self._read_ahead.clear()
             self._release_maildrop()
             self._log_logout(reason)
             await self._close_writer()
@@ -534,6 +579,8 @@ class _Connection:
                 await self._flush()
                 return "closed"
             if event is Pending.NEED_DATA:
+                if session.deletion_changes != self._read_ahead_changes:
+                    self._read_ahead.clear()
                 if session.lines_received != lines_seen:
                     lines_seen = session.lines_received
                     self._idle_since = time.monotonic()
@@ -580,7 +627,7 @@ class _Connection:
             await self._start_tls(after_stls=True)
             session.tls_started()
         elif isinstance(event, SendMessage):
-            await self._send_message(event)
+            await self._send_message(session, event)
         elif isinstance(event, Expunge):
             await self._expunge(session, event.msgnos)
         elif isinstance(event, Close):
@@ -592,6 +639,11 @@ class _Connection:
             self._writer.writelines(self._out)
             self._octets_sent += sum(len(data) for data in self._out)
             self._out.clear()
+        transport = self._writer.transport
+        # With nothing left in the write buffer, writing is not paused and
+        # drain would return at once: skipping it saves arming a timeout.
+        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+            return
         await self._drain()
 
     async def _drain(self) -> None:
@@ -718,24 +770,15 @@ class _Connection:
         self._user = None
         session.maildrop_failed(reason)
 
-    async def _send_message(self, request: SendMessage) -> None:
+    async def _send_message(self, session: POP3Session, request: SendMessage) -> None:
         maildrop = self._maildrop
         assert maildrop is not None, "SendMessage comes only in TRANSACTION"
-        try:
-            chunks, data, ended = await _in_thread(
-                maildrop.open_message, request.msgno, STREAM_CHUNK_BYTES
-            )
-        except (MboxError, OSError) as exc:
-            log.error(
-                "pop3 message unreadable %s user=%r msgno=%d error=%r",
-                self._fields(),
-                self._user,
-                request.msgno,
-                str(exc),
-            )
+        loaded = await self._load_message(session, maildrop, request.msgno)
+        if loaded is None:
             # Replace the "+OK" the session queued for this RETR or TOP.
             self._out[-1] = b"-ERR [SYS/TEMP] message cannot be read now\r\n"
             return
+        chunks, data, ended = loaded
         # The +OK, the message and the terminator go out in one write when
         # the message fits in one chunk; larger ones stream.
         encoder = MessageEncoder(request.body_lines)
@@ -748,6 +791,38 @@ class _Connection:
             await self._flush()
         if request.body_lines is None:
             self._retrieved += 1
+
+    async def _load_message(
+        self, session: POP3Session, maildrop: MboxMaildrop, msgno: int
+    ) -> tuple[Iterator[bytes], bytes, bool] | None:
+        """Return a message's chunk iterator, first octets and whether they are all.
+
+        Takes the message from the read-ahead when it is there and no DELE
+        or RSET came since; else reads it in a worker thread, with the
+        messages after it. Returns None, after logging, when it is unreadable.
+        """
+        if session.deletion_changes != self._read_ahead_changes:
+            self._read_ahead.clear()
+        read_ahead = self._read_ahead.pop(msgno, None)
+        if read_ahead is not None:
+            return iter(()), read_ahead, True
+        self._read_ahead.clear()
+        try:
+            chunks, data, ended, following = await _in_thread(
+                _open_and_read_ahead, maildrop, msgno
+            )
+        except (MboxError, OSError) as exc:
+            log.error(
+                "pop3 message unreadable %s user=%r msgno=%d error=%r",
+                self._fields(),
+                self._user,
+                msgno,
+                str(exc),
+            )
+            return None
+        self._read_ahead = following
+        self._read_ahead_changes = session.deletion_changes
+        return chunks, data, ended
 
     async def _stream(
         self, maildrop: MboxMaildrop, chunks: Iterator[bytes], encoder: MessageEncoder
@@ -771,6 +846,7 @@ class _Connection:
     async def _expunge(self, session: POP3Session, msgnos: tuple[int, ...]) -> None:
         maildrop = self._maildrop
         assert maildrop is not None, "Expunge comes only in TRANSACTION"
+        self._read_ahead.clear()
         await self._flush()
         try:
             self._deleted = await _in_thread(maildrop.expunge, msgnos)
