@@ -588,6 +588,9 @@ class _Connection:
                 await self._receive(session)
             elif event is Pending.PAUSED:
                 raise AssertionError("session paused without an event to resolve")
+            elif isinstance(event, Reply):
+                # Most events are replies: queue them without a coroutine call.
+                self._out.append(event.data)
             else:
                 closed = await self._handle(session, event)
                 if closed:
