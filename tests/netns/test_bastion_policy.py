@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+import lab
 from lab import Lab, LabConfig, missing_requirements
 from spoolgate.rpc import message, mount, nfs3
 from spoolgate.rpc.message import AcceptedReply, AuthSys
@@ -72,27 +73,8 @@ FILE_BYTES = 456_789
 TIMEOUT = 30.0
 SPOOLGATE = [sys.executable, "-m", "spoolgate"]
 
-# Sends one record to HOST:PORT from inside a namespace and prints the
-# reply record as hex; standard library only.
-SEND_RECORD = textwrap.dedent(
-    """
-    import socket, struct, sys
-    host, port, record = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
-    s = socket.create_connection((host, port), timeout=10)
-    s.sendall(record)
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-        if len(data) >= 4:
-            size = struct.unpack(">I", data[:4])[0] & 0x7FFFFFFF
-            if len(data) >= 4 + size:
-                break
-    print(data.hex())
-    """
-)
+# Sends one record from inside a namespace and prints the reply record as hex.
+SEND_RECORD = str(Path(lab.__file__).with_name("send_record.py"))
 
 
 # Opens a TCP connection from inside a namespace, from an optional source
@@ -453,7 +435,7 @@ def data_on_falcon(policy_lab: PolicyLab, user: User) -> bytes:
 
 def send_record(lab: Lab, role: str, host: str, port: int, payload: bytes) -> bytes:
     record = encode_record(payload).hex()
-    argv = [sys.executable, "-c", SEND_RECORD, host, str(port), record]
+    argv = [sys.executable, SEND_RECORD, host, str(port), record]
     out = lab.run(role, argv, timeout=30).stdout.strip()
     (parsed,) = RecordReader().feed(bytes.fromhex(out))
     return parsed.payload

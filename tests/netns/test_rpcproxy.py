@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+import lab
 from lab import Lab, LabConfig, missing_requirements, wait_for_file
 from spoolgate.rpc import message, mount, nfs3
 from spoolgate.rpc.message import AcceptedReply, AuthSys, DeniedReply
@@ -54,27 +55,8 @@ NFS4_LOGIN_PORT = 7471
 OTHER_UID = 4242
 FILE_BYTES = 1_234_567
 
-# Sends one record to HOST:PORT from inside a namespace and prints the
-# reply record as hex; standard library only.
-SEND_RECORD = textwrap.dedent(
-    """
-    import socket, struct, sys
-    host, port, record = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
-    s = socket.create_connection((host, port), timeout=10)
-    s.sendall(record)
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-        if len(data) >= 4:
-            size = struct.unpack(">I", data[:4])[0] & 0x7FFFFFFF
-            if len(data) >= 4 + size:
-                break
-    print(data.hex())
-    """
-)
+# Sends one record from inside a namespace and prints the reply record as hex.
+SEND_RECORD = str(Path(lab.__file__).with_name("send_record.py"))
 
 
 @dataclass
@@ -292,7 +274,7 @@ def data_on_falcon(proxy_lab: ProxyLab) -> bytes:
 
 def send_record(lab: Lab, role: str, host: str, port: int, payload: bytes) -> bytes:
     record = encode_record(payload).hex()
-    argv = [sys.executable, "-c", SEND_RECORD, host, str(port), record]
+    argv = [sys.executable, SEND_RECORD, host, str(port), record]
     out = lab.run(role, argv, timeout=30).stdout.strip()
     (parsed,) = RecordReader().feed(bytes.fromhex(out))
     return parsed.payload
@@ -469,7 +451,7 @@ def test_proxy_malformed_record_closes_only_that_connection(
     logged_in: ProxyLab,
 ) -> None:
     garbage = (0x80000000 | 8).to_bytes(4, "big") + b"\xff" * 8
-    argv = [sys.executable, "-c", SEND_RECORD, logged_in.bastion, "2049", garbage.hex()]
+    argv = [sys.executable, SEND_RECORD, logged_in.bastion, "2049", garbage.hex()]
     result = logged_in.lab.run("client", argv, timeout=30)
     assert result.stdout.strip() == ""
     assert logged_in.read("allowed/own/data.bin") == data_on_falcon(logged_in)
