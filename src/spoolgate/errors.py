@@ -63,11 +63,11 @@ class AuthError(SpoolgateError):
 
 
 class LoginFailedError(AuthError):
-    """The user name or password is wrong; which one is never said."""
+    """The user name or password is wrong; the error does not tell which."""
 
 
 class AuthBackendError(AuthError, TemporaryError):
-    """An authentication backend could not give an answer (PAM or file failure)."""
+    """An authentication backend failed to decide (a PAM or passwd file error)."""
 
 
 class AuthBusyError(AuthError, TemporaryError):

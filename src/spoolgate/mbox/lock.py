@@ -80,7 +80,7 @@ class LockKind(enum.Enum):
 #   Dovecot 2.3 shorter (mbox_dotlock_change_timeout, 2 min).
 # - 30 s total wait: a POP3 client is waiting on the other end; Dovecot
 #   waits up to 5 min (mbox_lock_timeout) but serves IMAP sessions that can
-#   afford it. A timeout is a temporary failure, so callers answer "try
+#   afford it. A timeout is a temporary failure, so callers reply "try
 #   again later".
 DEFAULT_ORDER = (LockKind.DOTLOCK, LockKind.FCNTL)
 DEFAULT_TIMEOUT_S = 30.0

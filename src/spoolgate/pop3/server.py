@@ -906,9 +906,9 @@ async def serve(
     warn_risky_settings(config)
     server = POP3Server(runtime)
     stop = asyncio.Event()
-    # Signal handlers go in before the listeners open: whoever waits for
-    # the "pop3 listen" lines may signal at once, and SIGHUP's default
-    # action would end the process.
+    # Signal handlers go in before the listeners open, because a supervisor
+    # that waits for the "pop3 listen" lines may signal at once, and
+    # SIGHUP's default action would end the process.
     _handle_signals(server, config_path, stop)
     log_filter = SessionLogFilter()
     handlers = list(logging.getLogger().handlers)

@@ -715,7 +715,7 @@ class _Connection:
     def _log_answer(self, answer: Answer) -> None:
         if answer.refusal is None:
             log.debug(
-                "rpc proxy answered client=%s xid=%#010x", self._client, answer.xid
+                "rpc proxy replied client=%s xid=%#010x", self._client, answer.xid
             )
             return
         self._refusals += 1
